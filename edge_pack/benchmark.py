@@ -1,0 +1,183 @@
+"""bench: measure every artifact of a bundle on its runtime against the fp32 source, judge each against
+the SLA, and write results.json (and the results into the manifest)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, metrics
+from .pipeline import build
+from .config import load_config
+from .errors import RunnerError, UserError
+from .evalset import Preprocessor, make_evalset
+from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
+from .measure import reference_vectors, run_artifact
+from .progress import steps
+from .runners import RunOptions
+from .sla import cheapest, judge
+from .source import InputSpec, SourceModel, load_source
+from .staging import write_atomic
+from .targets import get_target, load_targets
+
+MB = 1_000_000
+
+
+def bench(path: str | Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
+          eval_path: str | Path | None = None, sla_path: str | Path | None = None, runs: int = 20,
+          warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
+          allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> dict:
+    """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that."""
+    options = dict(eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
+                   seq_len=seq_len, runtime=runtime, progress=progress)
+    if (Path(path) / MANIFEST).is_file():
+        return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
+    if not targets:
+        raise UserError(f"{path} is not a bundle (no {MANIFEST}); to build and measure a source, add --target")
+    source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    with tempfile.TemporaryDirectory(prefix="edge-pack-bench-") as tmp:
+        bundle = Path(tmp) / "bundle"
+        build(source, targets, precisions, bundle, progress=progress)
+        return bench_bundle(bundle, targets=targets, precisions=precisions, source=source, write=False, **options)
+
+
+def _baseline_source(manifest: dict) -> SourceModel | None:
+    """The source the bundle was built from, if it is still where it was and unchanged. A PyTorch entry
+    point is not re-imported from a manifest: that would run code a bundle names."""
+    described = manifest["source"]
+    if described.get("kind") not in ("hf", "onnx"):
+        return None
+    try:
+        source = load_source(described["path"])
+    except (UserError, KeyError):
+        return None
+    return source if source.sha256 == described.get("sha256") else None
+
+
+def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
+                 eval_path=None, sla_path=None, runs: int = 20, warmup: int = 3, threads: int | None = None,
+                 seq_len: int = 128, runtime: str | None = None, progress: bool = False, write: bool = True,
+                 source: SourceModel | None = None) -> dict:
+    manifest = read_manifest(bundle)
+    config = load_config(sla_path, tuple(load_targets()))
+    names = list(dict.fromkeys(targets)) if targets and "all" not in targets else list(manifest.get("targets", {}))
+    for name in names:
+        if name not in manifest.get("targets", {}):
+            raise UserError(f"{bundle} has no {name} artifacts; build them with: edge-pack build SOURCE --target {name}")
+    if runs < 1 or warmup < 0:
+        raise UserError("--runs must be at least 1 and --warmup at least 0")
+    task = manifest["source"]["task"]
+    source = source or _baseline_source(manifest)
+    specs = [InputSpec(i["name"], i["dtype"], tuple(i["shape"])) for i in manifest["source"].get("inputs", [])]
+    rows, per_target = [], {}
+    chosen = [a for a in manifest["artifacts"] if a["target"] in names
+              and (not precisions or a["precision"] in precisions)]
+    with steps(progress) as bar:
+        bar.start("measuring", total=len(chosen))
+        for name in names:
+            target = get_target(name)
+            run_on = runtime or target.runtime
+            if run_on not in target.runtimes:
+                raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
+            artifacts = [a for a in chosen if a["target"] == name]
+            target_dir = bundle / name
+            support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
+            label_names = _label_names(support, task)
+            pre = Preprocessor(task, support, specs or None)
+            evalset = make_evalset(pre, eval_path, seq_len, label_names, embedder=task == "feature-extraction")
+            opts = RunOptions(threads=threads or target.threads, warmup=warmup, runs=runs)
+            baseline, kind, origin = _baseline(source, task, evalset, artifacts, bundle, run_on, opts)
+            labeled = evalset.labels is not None
+            base_metrics = {"accuracy": metrics.accuracy(kind, baseline, evalset.labels)} if labeled else {}
+            quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
+                                                               "top1_agreement": 1.0}, labeled)
+            sla = config.sla_for(name)
+            target_rows = []
+            for artifact in artifacts:
+                bar.step(f"{name}: measuring {artifact['precision']} on {run_on}")
+                row = _measure(artifact, bundle, run_on, task, evalset, opts, baseline, kind, labeled, base_value)
+                reasons = judge(row, sla)
+                row["verdict"] = {"passed": not reasons, "reasons": reasons}
+                target_rows.append(row)
+                bar.advance()
+            best = cheapest(target_rows)
+            per_target[name] = {
+                "runtime": run_on, "threads": opts.threads, "sla": sla.describe(), "eval": evalset.origin,
+                "baseline": {"origin": origin, "quality": {"name": quality_name, "value": base_value}},
+                "recommended": best["precision"] if best else None, "passed": best is not None,
+                "rejected_at_build": [r for r in manifest.get("rejected", []) if r["target"] == name],
+            }
+            rows += target_rows
+    results = {"schema": 1, "edge_pack": __version__, "bundle": str(bundle.resolve()), "source": manifest["source"],
+               "options": {"runs": runs, "warmup": warmup, "seq_len": seq_len},
+               "sla_file": str(config.path) if config.path else None,
+               "targets": per_target, "rows": rows, "passed": all(t["passed"] for t in per_target.values())}
+    if write:
+        _write(bundle, manifest, results)
+    return results
+
+
+def _label_names(folder: Path | None, task: str) -> list[str] | None:
+    if folder is None or task not in ("text-classification", "image-classification"):
+        return None
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    id2label = config.get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)] or None
+
+
+def _baseline(source, task, evalset, artifacts, bundle, runtime, opts):
+    """fp32 source outputs (torch, or onnxruntime for an ONNX source); when the source is gone, the fp32
+    artifact stands in and the results say so."""
+    if source is not None:
+        vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
+        engine = {"hf": "PyTorch", "onnx": "onnxruntime", "torch": "PyTorch"}[source.kind]
+        return vectors, kind, f"fp32 source ({engine})"
+    fp32 = next((a for a in artifacts if a["precision"] == "fp32"), None)
+    if fp32 is None:
+        raise UserError("the fp32 source is not where the manifest says and the bundle has no fp32 artifact; "
+                        "put the source back or rebuild with the fp32 precision")
+    result, vectors = run_artifact(runtime, [bundle / f["path"] for f in fp32["files"]], task, evalset,
+                                   RunOptions(warmup=0, runs=0))
+    return vectors, metrics.output_kind(task, result.outputs[0]), f"fp32 artifact on {result.runtime} (source not found)"
+
+
+def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, labeled, base_value) -> dict:
+    row = {"target": artifact["target"], "precision": artifact["precision"], "format": artifact["format"],
+           "bits": artifact["bits"], "bytes": artifact["bytes"], "size_mb": artifact["bytes"] / MB,
+           "files": [f["path"] for f in artifact["files"]], "error": None}
+    try:
+        result, vectors = run_artifact(runtime, [bundle / f["path"] for f in artifact["files"]], task, evalset, opts)
+    except RunnerError as exc:
+        return {**row, "error": f"failed on {runtime}: {exc}"}
+    found = metrics.fidelity(kind, vectors, baseline)
+    if labeled:
+        found["accuracy"] = metrics.accuracy(kind, vectors, evalset.labels)
+    name, value = metrics.headline(kind, found, labeled)
+    ratio = value / base_value if base_value else None
+    return {**row, "runtime": result.runtime, "host": result.host, "threads": opts.threads,
+            "load_ms": result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
+            "latency_p90_ms": metrics.percentile(result.latency_ms, 90), "latency_runs": len(result.latency_ms),
+            "peak_rss_mb": result.peak_rss_mb, "metrics": found,
+            "quality": {"name": name, "value": value, "baseline": base_value, "ratio": ratio,
+                        "delta": value - base_value}}
+
+
+def _write(bundle: Path, manifest: dict, results: dict) -> None:
+    write_atomic(bundle / RESULTS, json.dumps(results, indent=2, default=_jsonable) + "\n")
+    measured = {(r["target"], r["precision"]): r for r in results["rows"]}
+    for artifact in manifest["artifacts"]:
+        row = measured.get((artifact["target"], artifact["precision"]))
+        if row:
+            artifact["measured"] = {k: row.get(k) for k in ("runtime", "load_ms", "latency_p50_ms", "latency_p90_ms",
+                                                            "peak_rss_mb", "quality", "metrics", "verdict", "error")}
+    manifest["verdict"] = {name: {"recommended": t["recommended"], "passed": t["passed"], "sla": t["sla"]}
+                           for name, t in results["targets"].items()}
+    write_manifest(bundle, manifest)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

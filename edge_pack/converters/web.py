@@ -1,0 +1,132 @@
+"""Web: ONNX files in the folder layout Transformers.js loads (onnx/model_<dtype>.onnx beside config.json
+and the tokenizer), made with onnxruntime's own quantization tools."""
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import shutil
+from pathlib import Path
+
+from ..errors import ConversionError
+from ..quiet import captured
+from ..source import SUPPORT_FILES, SourceModel
+from ..targets import Target
+from .onnx_export import MODEL, fp32_onnx
+
+QUANTIZE_CONFIG = "quantize_config.json"
+Q4_BLOCK = 32
+
+
+class Converter:
+    def __init__(self, source: SourceModel, target: Target, target_dir: Path):
+        self.source, self.target, self.dir = source, target, target_dir
+        self.fp32_dir = fp32_onnx(source)
+        self.fp32 = self.fp32_dir / MODEL
+        self.recipes: dict[str, dict] = {}
+        self._fp16_model = None
+
+    def support_files(self) -> list[Path]:
+        """Copy config, tokenizer and preprocessor files to the target folder's root; return them."""
+        # A Hugging Face export re-saves them normalised beside model.onnx; an ONNX source brings its own.
+        origin = self.fp32_dir if self.source.kind == "hf" else self.source.support_dir
+        written = []
+        if origin:
+            for name in SUPPORT_FILES:
+                if (origin / name).is_file():
+                    shutil.copy2(origin / name, self.dir / name)
+                    written.append(self.dir / name)
+        return written
+
+    def convert(self, precision: str) -> list[Path]:
+        out = self.dir / self.target.precision(precision).file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with captured():
+            recipe = getattr(self, f"_{precision}")(out)
+        self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
+        return [out]
+
+    def finish(self) -> list[Path]:
+        """Write quantize_config.json: how each file was made, so a reader can rebuild or trust it."""
+        path = self.dir / QUANTIZE_CONFIG
+        tools = {name: _version(name) for name in ("onnxruntime", "onnx")}
+        path.write_text(json.dumps({"tools": tools, "precisions": self.recipes}, indent=2) + "\n")
+        return [path]
+
+    # -------------------------------------------------------------------------------------- precisions
+
+    def _fp32(self, out: Path) -> dict:
+        shutil.copy2(self.fp32, out)
+        exporter = {"hf": "optimum-onnx", "torch": "torch.onnx (dynamo)", "onnx": "source file"}[self.source.kind]
+        return {"method": "export", "exporter": exporter}
+
+    def _fp16(self, out: Path) -> dict:
+        import onnx
+
+        onnx.save(self._fp16_graph(), str(out))
+        return {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
+
+    def _has_conv(self) -> bool:
+        import onnx
+
+        return any(n.op_type == "Conv" for n in onnx.load(str(self.fp32), load_external_data=False).graph.node)
+
+    def _dynamic(self, out: Path, weight_type: str) -> dict:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Per-channel weights keep MiniLM's cosine at 0.99 where per-tensor gives 0.957 (DESIGN.md);
+        # reduce_range (7-bit, for old CPUs) costs far more accuracy than it saves.
+        quantize_dynamic(str(self.fp32), str(out), weight_type=getattr(QuantType, weight_type), per_channel=True,
+                         reduce_range=False)
+        return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type,
+                "per_channel": True, "reduce_range": False, "activations": "dynamic uint8"}
+
+    def _q8(self, out: Path) -> dict:
+        # onnxruntime-web has no int8 Conv kernel (ConvInteger with int8 weights): graphs with Conv get uint8.
+        return self._dynamic(out, "QUInt8" if self._has_conv() else "QInt8")
+
+    def _int8(self, out: Path) -> dict:
+        return self._dynamic(out, "QInt8")
+
+    def _uint8(self, out: Path) -> dict:
+        return self._dynamic(out, "QUInt8")
+
+    def _q4(self, out: Path) -> dict:
+        import onnx
+
+        return self._four_bit(onnx.load(str(self.fp32)), out)
+
+    def _q4f16(self, out: Path) -> dict:
+        # The quantizer edits the graph it is given: hand it a copy of the shared fp16 graph.
+        return self._four_bit(copy.deepcopy(self._fp16_graph()), out) | {"activations": "float16"}
+
+    def _four_bit(self, model, out: Path) -> dict:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (DefaultWeightOnlyQuantConfig,
+                                                                     MatMulNBitsQuantizer)
+
+        # MatMul only: the browser has no GatherBlockQuantized, so embedding tables stay as they are.
+        config = DefaultWeightOnlyQuantConfig(block_size=Q4_BLOCK, is_symmetric=True, op_types_to_quantize=("MatMul",))
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out), False)
+        quantized = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
+        if not quantized:
+            raise ConversionError("no MatMul with constant weights to quantize to 4 bits")
+        return {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", "bits": 4,
+                "block_size": Q4_BLOCK, "symmetric": True, "op_types": ["MatMul"], "quantized_nodes": quantized}
+
+    def _fp16_graph(self):
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        if self._fp16_model is None:
+            # keep_io_types: inputs and outputs stay float32, as Transformers.js feeds them.
+            self._fp16_model = convert_float_to_float16(onnx.load(str(self.fp32)), keep_io_types=True)
+        return self._fp16_model
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"

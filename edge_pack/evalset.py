@@ -1,0 +1,224 @@
+"""The inputs every candidate is measured on: the user's labeled file (JSONL, CSV, .npz) or a built-in
+label-free set, turned into ready model inputs with the model's own tokenizer or image processor."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .resources import data_file
+from .source import InputSpec
+
+TEXT_TASKS = ("feature-extraction", "text-classification")
+SYNTHETIC_SAMPLES = 16
+SEED = 0
+
+
+@dataclass
+class EvalSet:
+    samples: list[dict[str, np.ndarray]]  # batch-1 model inputs
+    labels: np.ndarray | None
+    origin: str
+    latency_input: dict[str, np.ndarray]
+
+    def head(self, count: int) -> "EvalSet":
+        return EvalSet(self.samples[:count], None if self.labels is None else self.labels[:count],
+                       self.origin, self.latency_input)
+
+
+class Preprocessor:
+    """The model's own preprocessing, from the files beside it (tokenizer or image processor)."""
+
+    def __init__(self, task: str, support_dir: Path | None, specs: list[InputSpec] | None):
+        self.task, self.specs = task, specs
+        self.tokenizer = self.image_processor = None
+        if task in TEXT_TASKS:
+            self.tokenizer = _tokenizer(support_dir)
+        elif task == "image-classification":
+            self.image_processor = _image_processor(support_dir)
+
+    def text(self, text: str, seq_len: int | None = None) -> dict[str, np.ndarray]:
+        kwargs = {"padding": "max_length", "max_length": seq_len} if seq_len else {}
+        encoded = self.tokenizer(text, truncation=True, return_tensors="np", **kwargs)
+        return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+
+    def image(self, image) -> dict[str, np.ndarray]:
+        pixels = self.image_processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"]
+        return {"pixel_values": np.asarray(pixels, dtype=np.float32)}
+
+
+def _tokenizer(folder: Path | None):
+    from transformers import AutoTokenizer
+
+    if folder is None or not any((folder / n).is_file() for n in ("tokenizer.json", "vocab.txt", "tokenizer.model")):
+        raise UserError(f"no tokenizer files beside the model{f' in {folder}' if folder else ''}; "
+                        "add tokenizer.json (or give an .npz of ready inputs with --eval)")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the tokenizer in {folder} ({str(exc).splitlines()[0]}); restore its "
+                        "tokenizer files") from None
+
+
+def _image_processor(folder: Path | None):
+    from transformers import AutoImageProcessor
+
+    if folder is None or not (folder / "preprocessor_config.json").is_file():
+        raise UserError("no preprocessor_config.json beside the image model; add it (or give an .npz of ready "
+                        "inputs with --eval)")
+    return AutoImageProcessor.from_pretrained(str(folder))
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+def make_evalset(pre: Preprocessor, eval_path: Path | None, seq_len: int, label_names: list[str] | None,
+                 embedder: bool) -> EvalSet:
+    if eval_path is not None:
+        eval_path = Path(eval_path)
+        if not eval_path.is_file():
+            raise UserError(f"eval file {eval_path} does not exist; give a .jsonl, .csv or .npz file")
+        if eval_path.suffix == ".npz":
+            samples, labels = _read_npz(eval_path, pre.specs)
+        elif eval_path.suffix in (".jsonl", ".csv"):
+            samples, labels = _read_rows(eval_path, pre, label_names, embedder)
+        else:
+            raise UserError(f"eval file {eval_path} must be .jsonl, .csv or .npz")
+        origin = f"{eval_path} ({len(samples)} samples{', labeled' if labels is not None else ''})"
+    else:
+        samples, origin = _builtin(pre)
+        labels = None
+    latency = pre.text(_latency_text(), seq_len) if pre.tokenizer is not None else samples[0]
+    return EvalSet(samples, labels, origin, latency)
+
+
+def _latency_text() -> str:
+    # A long passage so that --seq-len tokens are real text, padded only if the passage runs out.
+    return " ".join(data_file("sentences.txt").read_text().split("\n"))
+
+
+def _builtin(pre: Preprocessor) -> tuple[list[dict], str]:
+    if pre.tokenizer is not None:
+        lines = [line for line in data_file("sentences.txt").read_text().splitlines() if line.strip()]
+        return [pre.text(line) for line in lines], f"built-in sentences ({len(lines)}, label-free)"
+    rng = np.random.default_rng(SEED)
+    if pre.image_processor is not None:
+        from PIL import Image
+
+        images = [Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)) for _ in range(SYNTHETIC_SAMPLES)]
+        return [pre.image(im) for im in images], f"seeded random images ({SYNTHETIC_SAMPLES}, label-free)"
+    if not pre.specs:
+        raise UserError("this model's inputs are unknown; give an .npz of ready inputs with --eval")
+    samples = [{s.name: _random(s, rng) for s in pre.specs} for _ in range(SYNTHETIC_SAMPLES)]
+    return samples, f"seeded random inputs ({SYNTHETIC_SAMPLES}, label-free)"
+
+
+def _random(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
+    shape = tuple((1 if i == 0 else 16) if d is None else d for i, d in enumerate(spec.shape))
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(dtype)
+    return rng.integers(0, 10, shape).astype(dtype)
+
+
+def _read_npz(path: Path, specs: list[InputSpec] | None) -> tuple[list[dict], np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable .npz of arrays ({str(exc).splitlines()[0]}); save it with "
+                        "numpy.savez") from None
+    labels = arrays.pop("labels", None)
+    if specs is None:
+        raise UserError(f"{path}: this model's input names are unknown, so an .npz cannot be matched; "
+                        "give a .jsonl eval file")
+    names = [s.name for s in specs]
+    if len(names) == 1 and names[0] not in arrays and len(arrays) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise UserError(f"{path} lacks arrays for inputs {missing}; name them as the model's inputs: {names}")
+    counts = {len(arrays[n]) for n in names} | ({len(labels)} if labels is not None else set())
+    if len(counts) != 1 or not counts or 0 in counts:
+        raise UserError(f"{path}: arrays must share their first (sample) axis and not be empty; "
+                        f"found lengths {sorted(counts)}")
+    dtypes = {s.name: np.dtype(s.dtype) for s in specs}
+    samples = [{n: arrays[n][i:i + 1].astype(dtypes[n]) for n in names} for i in range(counts.pop())]
+    if labels is not None and labels.dtype.kind not in "iu":
+        raise UserError(f"{path}: labels must be integers (class indices), found {labels.dtype}")
+    return samples, None if labels is None else labels.astype(np.int64)
+
+
+def _rows(path: Path):
+    """(line number, row dict) of a JSONL or CSV file; a malformed line is an error naming it."""
+    if path.suffix == ".csv":
+        with open(path, newline="", errors="replace") as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                yield reader.line_num, row
+        return
+    with open(path, errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one JSON object "
+                                'like {"text": "...", "label": "..."}') from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{number}: expected a JSON object like " '{"text": "...", "label": "..."}')
+            yield number, row
+
+
+def _read_rows(path: Path, pre: Preprocessor, label_names: list[str] | None, embedder: bool):
+    field = "text" if pre.tokenizer is not None else "image" if pre.image_processor is not None else None
+    if field is None:
+        raise UserError(f"{path}: this model takes raw tensors; give an .npz of ready inputs instead")
+    samples, labels, numbers, classes = [], [], [], {}
+    for number, row in _rows(path):
+        numbers.append(number)
+        value = row.get(field)
+        if not isinstance(value, str) or not value:
+            raise UserError(f'{path}:{number}: needs a "{field}" field holding a non-empty string')
+        samples.append(pre.text(value) if field == "text" else pre.image(_open_image(path, number, value)))
+        labels.append(_label(path, number, row.get("label"), label_names, classes, embedder))
+    if not samples:
+        raise UserError(f"{path} holds no rows; add lines like " '{"text": "...", "label": "..."}')
+    given = [label is not None for label in labels]
+    if any(given) and not all(given):
+        raise UserError(f"{path}:{numbers[given.index(False)]}: other rows have a label and this one has "
+                        "none; label every row or none")
+    return samples, np.array(labels, dtype=np.int64) if all(given) else None
+
+
+def _label(path: Path, number: int, label, label_names, classes: dict, embedder: bool):
+    if label is None or label == "":
+        return None
+    if embedder or not label_names:
+        # An embedder's labels are just groups: nearest-neighbour accuracy checks they stay together.
+        return classes.setdefault(str(label), len(classes))
+    if isinstance(label, int) or (isinstance(label, str) and label.isdigit() and label not in label_names):
+        index = int(label)
+        if 0 <= index < len(label_names):
+            return index
+    elif isinstance(label, str) and label in label_names:
+        return label_names.index(label)
+    raise UserError(f"{path}:{number}: label {label!r} is not one of the model's labels "
+                    f"({', '.join(label_names[:10])}{'...' if len(label_names) > 10 else ''}) or an index")
+
+
+def _open_image(path: Path, number: int, name: str):
+    from PIL import Image, UnidentifiedImageError
+
+    image_path = (path.parent / name)
+    try:
+        return Image.open(image_path)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UserError(f"{path}:{number}: cannot read image {name} ({exc.__class__.__name__}); paths are "
+                        "relative to the eval file") from None

@@ -1,0 +1,83 @@
+"""manifest.json: what a bundle holds (every file with its sha256 and size), how it was made, and what it
+measured. `verify` re-checks a bundle against it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .hashing import file_sha256
+from .staging import write_atomic
+
+SCHEMA = 1
+MANIFEST = "manifest.json"
+RESULTS = "results.json"
+# Files edge-pack itself writes and rewrites beside the artifacts; they describe the bundle.
+OWN_FILES = frozenset({MANIFEST, RESULTS, "report.html", "report.md"})
+REQUIRED = {"schema": int, "source": dict, "tool": dict, "artifacts": list}
+
+
+def file_entry(path: Path, root: Path) -> dict:
+    return {"path": path.relative_to(root).as_posix(), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def read_manifest(folder: Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{folder} has no {MANIFEST}; give a folder written by `edge-pack build`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); rebuild the bundle") from None
+    problems = schema_problems(manifest)
+    if problems:
+        raise UserError(f"{path} does not follow the manifest schema ({problems[0]}); rebuild the bundle")
+    return manifest
+
+
+def schema_problems(manifest) -> list[str]:
+    if not isinstance(manifest, dict):
+        return ["not a JSON object"]
+    problems = [f"{key} must be {kind.__name__}" for key, kind in REQUIRED.items()
+                if not isinstance(manifest.get(key), kind)]
+    if not problems and manifest["schema"] != SCHEMA:
+        problems.append(f"schema {manifest['schema']} is not {SCHEMA}")
+    for artifact in manifest.get("artifacts", []) if not problems else []:
+        if not isinstance(artifact, dict) or not isinstance(artifact.get("files"), list):
+            problems.append("an artifact has no files list")
+            break
+        if any(not isinstance(f, dict) or not {"path", "sha256", "bytes"} <= set(f) for f in artifact["files"]):
+            problems.append(f"an artifact of {artifact.get('target')} lists a file without path/sha256/bytes")
+            break
+    return problems
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    write_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def listed_files(manifest: dict) -> list[dict]:
+    entries = [f for a in manifest["artifacts"] for f in a["files"]]
+    entries += [f for t in manifest.get("targets", {}).values() for f in t.get("files", [])]
+    return entries
+
+
+def verify(folder: Path) -> dict:
+    """Re-hash every file against the manifest: missing, altered and unlisted files are problems."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    missing, altered = [], []
+    listed = set()
+    for entry in listed_files(manifest):
+        listed.add(entry["path"])
+        path = folder / entry["path"]
+        if not path.resolve().is_relative_to(folder.resolve()):
+            altered.append(entry["path"])  # a manifest must never point outside its bundle
+        elif not path.is_file():
+            missing.append(entry["path"])
+        elif path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
+            altered.append(entry["path"])
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    unlisted = sorted(present - listed - OWN_FILES)
+    return {"ok": not (missing or altered or unlisted), "checked": len(listed), "missing": sorted(missing),
+            "altered": sorted(altered), "unlisted": unlisted}

@@ -1,0 +1,43 @@
+"""One measurement of one artifact on its runtime, the same code for the build-time check and the bench."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .errors import ConversionError
+from .evalset import EvalSet
+from .runners import RunOptions, RunResult, get_runner
+from .targets import Precision
+
+
+def reference_vectors(reference, task: str, samples: list[dict]) -> tuple[list[np.ndarray], str]:
+    """The fp32 source's primary outputs on the samples, and their kind (embedding, logits, tensor)."""
+    outputs = [reference(s) for s in samples]
+    return [metrics.primary(task, o, s) for o, s in zip(outputs, samples)], metrics.output_kind(task, outputs[0])
+
+
+def run_artifact(runtime: str, files: list[Path], task: str, evalset: EvalSet,
+                 options: RunOptions) -> tuple[RunResult, list[np.ndarray]]:
+    result = get_runner(runtime).run(files, evalset.samples, evalset.latency_input, options)
+    if result.postprocessed:
+        vectors = [np.asarray(next(iter(o.values())), dtype=np.float64).reshape(-1) for o in result.outputs]
+    else:
+        vectors = [metrics.primary(task, o, s) for o, s in zip(result.outputs, evalset.samples)]
+    return result, vectors
+
+
+def validate(runtime: str, files: list[Path], precision: Precision, task: str, evalset: EvalSet,
+             baseline: list[np.ndarray], kind: str) -> dict:
+    """Load the artifact once on its runtime and compare it with the fp32 source, as an exporter's own
+    validation does; a failure means the artifact is not shipped."""
+    _, vectors = run_artifact(runtime, files, task, evalset, RunOptions(warmup=0, runs=0))
+    found = metrics.fidelity(kind, vectors, baseline)
+    if not np.isfinite(found["cosine_min"]) or found["cosine_min"] < precision.min_cosine:
+        raise ConversionError(f"validation failed: cosine to the fp32 source {found['cosine_min']:.4f} < "
+                              f"{precision.min_cosine} on {found['samples']} inputs")
+    if precision.max_abs is not None and found["max_abs"] > precision.max_abs:
+        raise ConversionError(f"validation failed: max-abs difference to the fp32 source {found['max_abs']:.2e} > "
+                              f"{precision.max_abs:g}")
+    return found

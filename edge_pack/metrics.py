@@ -1,0 +1,84 @@
+"""What a candidate's outputs say about its quality, always against the fp32 source on the same inputs."""
+from __future__ import annotations
+
+import numpy as np
+
+EMBEDDING, LOGITS, TENSOR = "embedding", "logits", "tensor"
+
+
+def output_kind(task: str, outputs: dict[str, np.ndarray]) -> str:
+    if task == "feature-extraction":
+        return EMBEDDING
+    if task in ("text-classification", "image-classification"):
+        return LOGITS
+    first = next(iter(outputs.values()))
+    return LOGITS if first.ndim == 2 and first.shape[0] == 1 and first.shape[1] > 1 else TENSOR
+
+
+def primary(task: str, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The vector a user consumes: the mean-pooled, normalised sentence embedding for an embedder (what
+    Transformers.js' feature-extraction pipeline returns with pooling 'mean', normalize true), the
+    logits for a classifier, the first output flattened otherwise."""
+    first = outputs.get("last_hidden_state", outputs.get("logits", next(iter(outputs.values()))))
+    first = np.asarray(first, dtype=np.float64)
+    if task == "feature-extraction":
+        if first.ndim == 3:
+            mask = inputs.get("attention_mask", np.ones(first.shape[:2]))[..., None].astype(np.float64)
+            first = (first * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        first = first / np.maximum(np.linalg.norm(first, axis=-1, keepdims=True), 1e-12)
+    return first.reshape(-1)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    if denom == 0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float(np.dot(a, b) / denom)
+
+
+def _nearest(vectors: np.ndarray) -> np.ndarray:
+    """Index of each vector's nearest other vector by cosine."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(axis=1)
+
+
+def fidelity(kind: str, candidate: list[np.ndarray], baseline: list[np.ndarray]) -> dict:
+    """Label-free agreement with the baseline."""
+    cosines = [_cosine(c, b) for c, b in zip(candidate, baseline)]
+    result = {
+        "cosine_mean": float(np.mean(cosines)),
+        "cosine_min": float(np.min(cosines)),
+        "max_abs": float(max(np.max(np.abs(c - b)) for c, b in zip(candidate, baseline))),
+        "samples": len(cosines),
+    }
+    if kind == LOGITS:
+        result["top1_agreement"] = float(np.mean([c.argmax() == b.argmax() for c, b in zip(candidate, baseline)]))
+    if kind == EMBEDDING and len(candidate) > 2:
+        # Retrieval agreement: does each text keep the same nearest neighbour as with fp32?
+        result["retrieval_agreement"] = float(np.mean(_nearest(np.stack(candidate)) == _nearest(np.stack(baseline))))
+    return result
+
+
+def accuracy(kind: str, vectors: list[np.ndarray], labels: np.ndarray) -> float:
+    """Labeled accuracy: argmax for classifiers; leave-one-out nearest-neighbour for embedders."""
+    stacked = np.stack(vectors)
+    if kind == EMBEDDING:
+        predicted = labels[_nearest(stacked)]
+    else:
+        predicted = stacked.argmax(axis=1)
+    return float(np.mean(predicted == labels))
+
+
+def headline(kind: str, metrics: dict, labeled: bool) -> tuple[str, float]:
+    """The one quality number the verdict table shows, and its name."""
+    if labeled:
+        return ("1-NN accuracy" if kind == EMBEDDING else "accuracy"), metrics["accuracy"]
+    if kind == LOGITS:
+        return "top-1 agreement", metrics["top1_agreement"]
+    return "cosine", metrics["cosine_mean"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None

@@ -1,0 +1,141 @@
+"""build: one source → the artifacts of each target, each validated on its runtime, written whole into
+DIR with a manifest, or not written at all."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from pathlib import Path
+
+from . import __version__
+from .errors import ConversionError, RunnerError, UserError
+from .evalset import Preprocessor, make_evalset
+from .manifest import SCHEMA, file_entry, read_manifest, write_manifest
+from .measure import reference_vectors, validate
+from .progress import steps
+from .source import SourceModel, input_specs, load_source
+from .staging import staged_folder
+from .targets import Target, get_target, library_versions, load_targets
+
+VALIDATION_SAMPLES = 8
+
+
+def resolve_targets(names: tuple[str, ...] | list[str], extra: tuple[Path, ...] = ()) -> list[Target]:
+    if not names or "all" in names:
+        return list(load_targets(extra).values())
+    return [get_target(n, extra) for n in dict.fromkeys(names)]
+
+
+def check_toolchain(target: Target) -> None:
+    missing = target.missing_modules()
+    if missing:
+        raise UserError(f"target {target.name} needs {', '.join(missing)}, not installed here; "
+                        f"install it with: {target.install_hint}")
+
+
+def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None) -> dict[str, list[str]]:
+    """The precisions to build per target; a precision a target lacks is an error, not a silent skip."""
+    chosen = {}
+    for target in targets:
+        check_toolchain(target)
+        if source.task not in target.tasks:
+            raise UserError(f"target {target.name} cannot run a {source.task} model; it takes "
+                            f"{', '.join(target.tasks)}")
+        names = list(dict.fromkeys(precisions)) if precisions else list(target.default_precisions)
+        for name in names:
+            target.precision(name)
+        chosen[target.name] = names
+    return chosen
+
+
+def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("web",),
+          precisions: list[str] | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
+          trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), progress: bool = False) -> dict:
+    """Build every (target, precision) candidate of `source` into `out`; returns the manifest."""
+    if isinstance(source, str):
+        source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    chosen_targets = resolve_targets(targets, target_files)
+    chosen = plan(source, chosen_targets, precisions)
+    out = Path(out)
+    previous = _previous_manifest(out, source)
+    kept = [name for name in (previous or {}).get("targets", {}) if name not in chosen]
+
+    with staged_folder(out, keep=tuple(kept)) as work, steps(progress) as bar:
+        bar.start("preparing the fp32 reference", total=sum(map(len, chosen.values())) + 1)
+        specs = input_specs(source)
+        pre = Preprocessor(source.task, source.support_dir, specs)
+        checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
+        baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)
+        bar.advance()
+        artifacts, rejected, target_meta = [], [], {}
+        for target in chosen_targets:
+            target_dir = work / target.name
+            target_dir.mkdir()
+            bar.step(f"{target.name}: exporting")
+            converter = importlib.import_module(f"edge_pack.converters.{target.converter}").Converter(
+                source, target, target_dir)
+            support = converter.support_files()
+            for name in chosen[target.name]:
+                bar.step(f"{target.name}: building {name}")
+                precision = target.precision(name)
+                files = []
+                try:
+                    files = converter.convert(name)
+                    bar.step(f"{target.name}: validating {name}")
+                    check = validate(target.runtime, files, precision, source.task, checks, baseline, kind)
+                except Exception as exc:  # one candidate fails (converter or runtime), the build goes on
+                    for path in files:
+                        path.unlink(missing_ok=True)
+                    rejected.append({"target": target.name, "precision": name, "reason": _reason(exc)})
+                    bar.note(f"[red]✗[/] {target.name} {name}: {_reason(exc)}")
+                else:
+                    artifacts.append(_artifact(target, name, files, work, converter.recipes.get(name, {}), check))
+                bar.advance()
+            support += converter.finish()
+            target_meta[target.name] = {"description": target.description, "format": target.format,
+                                        "runtime": target.runtime, "device": target.device,
+                                        "files": [file_entry(p, work) for p in support]}
+        manifest = _manifest(source, checks, previous, kept, artifacts, rejected, target_meta,
+                             chosen_targets)
+        write_manifest(work, manifest)
+    return manifest
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, (ConversionError, RunnerError)):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _previous_manifest(out: Path, source: SourceModel) -> dict | None:
+    """The manifest already in DIR, if it describes the same source: its other targets are kept."""
+    if not (out / "manifest.json").is_file():
+        return None
+    try:
+        previous = read_manifest(out)
+    except UserError:
+        return None
+    return previous if previous["source"].get("sha256") == source.sha256 else None
+
+
+def _artifact(target: Target, name: str, files: list[Path], root: Path, recipe: dict, check: dict) -> dict:
+    entries = [file_entry(p, root) for p in files]
+    return {"target": target.name, "precision": name, "format": target.format,
+            "bits": target.precision(name).bits, "files": entries, "bytes": sum(e["bytes"] for e in entries),
+            "recipe": recipe, "validation": check}
+
+
+def _manifest(source, checks, previous, kept, artifacts, rejected, target_meta, targets) -> dict:
+    sample = checks.samples[0]
+    inputs = [{"name": k, "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in sample.items()]
+    old = previous or {}
+    requires = tuple(m.split(".")[0] for t in targets for m in t.requires)
+    return {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {**source.describe(), "inputs": inputs},
+        "tool": {"edge_pack": __version__, "libraries": library_versions(requires)},
+        "targets": {**{k: v for k, v in old.get("targets", {}).items() if k in kept}, **target_meta},
+        "artifacts": [a for a in old.get("artifacts", []) if a["target"] in kept] + artifacts,
+        "rejected": [r for r in old.get("rejected", []) if r["target"] in kept] + rejected,
+    }

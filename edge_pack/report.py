@@ -1,0 +1,84 @@
+"""The tables people read: the verdict after a bench, the artifacts after a build, the targets."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+
+def _ms(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _quality(row: dict) -> str:
+    quality = row.get("quality")
+    if not quality:
+        return "—"
+    text = f"{quality['value']:.3f}"
+    if quality.get("delta") is not None and quality["name"] in ("accuracy", "1-NN accuracy"):
+        text += f" ({quality['delta'] * 100:+.1f} pt)"
+    return text
+
+
+def verdict_table(results: dict) -> Group:
+    """target · precision · size · quality (Δ) · latency · pass/fail, then the recommendation per target."""
+    parts = []
+    for name, target in results["targets"].items():
+        quality = target["baseline"]["quality"]
+        table = Table(title=f"{name} — measured on {target['runtime']} ({target['threads']} thread"
+                            f"{'s' if target['threads'] > 1 else ''})", title_justify="left")
+        for header, justify in (("target", "left"), ("precision", "left"), ("size MB", "right"),
+                                (quality["name"], "right"), ("p50 ms", "right"), ("p90 ms", "right"),
+                                ("load ms", "right"), ("result", "left")):
+            table.add_column(header, justify=justify)
+        for row in (r for r in results["rows"] if r["target"] == name):
+            verdict = row["verdict"]
+            mark = ("[green]pass[/]" + (" [bold]★ ship[/]" if row["precision"] == target["recommended"] else "")
+                    if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
+            table.add_row(name, row["precision"], f"{row['size_mb']:.1f}", _quality(row),
+                          _ms(row.get("latency_p50_ms")), _ms(row.get("latency_p90_ms")), _ms(row.get("load_ms")), mark)
+        for rejected in target.get("rejected_at_build", []):
+            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—",
+                          f"[red]not built[/]: {rejected['reason']}")
+        sla = ", ".join(f"{k} {v:g}" for k, v in target["sla"].items()) or "none"
+        notes = [
+            f"baseline: {target['baseline']['origin']}, {quality['name']} {quality['value']:.3f}"
+            f" · inputs: {target['eval']} · SLA: {sla}",
+        ]
+        if target["recommended"]:
+            best = next(r for r in results["rows"] if r["target"] == name and r["precision"] == target["recommended"])
+            notes.append(f"[bold green]{name}: ship {best['precision']}[/] — cheapest passing candidate "
+                         f"({best['size_mb']:.1f} MB, p50 {_ms(best.get('latency_p50_ms'))} ms)")
+        else:
+            notes.append(f"[bold red]{name}: no candidate meets the SLA[/] — see the reasons above")
+        parts += [table, *(Text.from_markup(n) for n in notes), Text("")]
+    return Group(*parts)
+
+
+def build_table(manifest: dict) -> Group:
+    table = Table(title=f"built {manifest['source']['name']} ({manifest['source']['task']})", title_justify="left")
+    for header in ("target", "precision", "file", "size MB", "validation"):
+        table.add_column(header, justify="right" if header == "size MB" else "left")
+    for artifact in manifest["artifacts"]:
+        check = artifact.get("validation", {})
+        table.add_row(artifact["target"], artifact["precision"], artifact["files"][0]["path"],
+                      f"{artifact['bytes'] / 1e6:.1f}",
+                      f"[green]ok[/] cosine {check['cosine_min']:.4f}" if check else "")
+    for rejected in manifest.get("rejected", []):
+        table.add_row(rejected["target"], rejected["precision"], "—", "—", f"[red]failed[/]: {rejected['reason']}")
+    return Group(table)
+
+
+def targets_table(rows: list[dict]) -> Table:
+    table = Table(title="targets", title_justify="left")
+    for header in ("target", "format", "precisions (default in bold)", "runtime", "toolchain here"):
+        table.add_column(header)
+    for row in rows:
+        precisions = " ".join(f"[bold]{p}[/]" if p in row["default_precisions"] else p for p in row["precisions"])
+        status = "[green]installed[/]" if not row["missing"] else f"[red]missing {', '.join(row['missing'])}[/] — {row['install_hint']}"
+        table.add_row(row["name"], row["format"], precisions, ", ".join(row["runtimes"]), status)
+    return table
+
+
+def print_to_stdout(renderable) -> None:
+    Console(width=160 if not Console().is_terminal else None).print(renderable)

@@ -1,0 +1,33 @@
+"""Runners: one per runtime. Each measures artifact files on the given samples and returns a RunResult;
+the device-side half lives in harness/ and is the same code on this machine and on a device."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    threads: int = 1
+    warmup: int = 3
+    runs: int = 20
+    timeout_s: float = 900.0
+
+
+@dataclass
+class RunResult:
+    outputs: list[dict[str, np.ndarray]]  # one dict of named outputs per sample
+    load_ms: float
+    latency_ms: list[float]  # every timed run
+    peak_rss_mb: float
+    runtime: str  # what ran it, with its version
+    host: dict = field(default_factory=dict)
+    # True when outputs are already the task's primary output (e.g. pooled by Transformers.js).
+    postprocessed: bool = False
+
+
+def get_runner(name: str):
+    """The module edge_pack.runners.<name>; it offers run(files, samples, latency_input, options)."""
+    return importlib.import_module(f"{__name__}.{name}")

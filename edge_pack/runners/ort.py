@@ -1,0 +1,13 @@
+"""onnxruntime on this machine (Python, CPU): the reference runtime for ONNX artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import RunOptions, RunResult
+from .local import run_harness
+
+NAME = "onnxruntime (Python)"
+
+
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+    return run_harness("ort/run.py", files[0], samples, latency_input, options)

@@ -1,0 +1,47 @@
+"""Run one ONNX file with onnxruntime: load time, outputs for each sample, latency, peak memory.
+Usage: python run.py request.json (see harness/protocol.py)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import onnxruntime as ort  # noqa: E402
+
+import protocol  # noqa: E402
+
+
+def main() -> None:
+    request = protocol.read_request(sys.argv)
+    samples, latency_input = protocol.load_inputs(request["inputs"])
+    threads = int(request.get("threads", 1))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if threads > 1:
+        # Spinning worker threads starve each other on a small, busy machine and latency collapses.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    rss_before = protocol.peak_rss_mb()
+    start = time.perf_counter()
+    session = ort.InferenceSession(request["model"], options, providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - start) * 1000.0
+    names = [o.name for o in session.get_outputs()]
+    wanted = {i.name for i in session.get_inputs()}
+    outputs = [dict(zip(names, session.run(None, {k: v for k, v in s.items() if k in wanted}))) for s in samples]
+    protocol.save_outputs(request["outputs"], outputs)
+    latency = []
+    if latency_input is not None and request.get("runs", 0) > 0:
+        feeds = {k: v for k, v in latency_input.items() if k in wanted}
+        latency = protocol.time_runs(lambda: session.run(None, feeds), int(request.get("warmup", 0)),
+                                     int(request["runs"]))
+    protocol.write_result(request, {
+        "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
+        "rss_before_load_mb": rss_before, "threads": threads,
+        "runtime": f"onnxruntime {ort.__version__} (Python, CPUExecutionProvider)",
+    })
+
+
+if __name__ == "__main__":
+    main()
