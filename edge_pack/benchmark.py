@@ -88,7 +88,8 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
             pre = Preprocessor(task, support, specs or None)
             evalset = make_evalset(pre, eval_path, seq_len, label_names, embedder=task == "feature-extraction")
             opts = RunOptions(threads=threads or target.threads, warmup=warmup, runs=runs)
-            baseline, kind, origin = _baseline(source, task, evalset, artifacts, bundle, run_on, opts)
+            baseline, kind, origin = _baseline(source, task, evalset, artifacts, bundle, run_on,
+                                               _why_no_source(manifest))
             labeled = evalset.labels is not None
             base_metrics = {"accuracy": metrics.accuracy(kind, baseline, evalset.labels)} if labeled else {}
             quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
@@ -119,6 +120,12 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     return results
 
 
+def _why_no_source(manifest: dict) -> str:
+    if manifest["source"].get("kind") == "torch":
+        return "a PyTorch entry point is not re-imported from a manifest; bench the source with --target"
+    return "the source is not where the manifest says, or it changed"
+
+
 def _label_names(folder: Path | None, task: str) -> list[str] | None:
     if folder is None or task not in ("text-classification", "image-classification"):
         return None
@@ -127,9 +134,9 @@ def _label_names(folder: Path | None, task: str) -> list[str] | None:
     return [id2label[k] for k in sorted(id2label, key=int)] or None
 
 
-def _baseline(source, task, evalset, artifacts, bundle, runtime, opts):
-    """fp32 source outputs (torch, or onnxruntime for an ONNX source); when the source is gone, the fp32
-    artifact stands in and the results say so."""
+def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source: str):
+    """fp32 source outputs (torch, or onnxruntime for an ONNX source); when the source is not available,
+    the fp32 artifact stands in and the results say why."""
     if source is not None:
         vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
         engine = {"hf": "PyTorch", "onnx": "onnxruntime", "torch": "PyTorch"}[source.kind]
@@ -140,7 +147,7 @@ def _baseline(source, task, evalset, artifacts, bundle, runtime, opts):
                         "put the source back or rebuild with the fp32 precision")
     result, vectors = run_artifact(runtime, [bundle / f["path"] for f in fp32["files"]], task, evalset,
                                    RunOptions(warmup=0, runs=0))
-    return vectors, metrics.output_kind(task, result.outputs[0]), f"fp32 artifact on {result.runtime} (source not found)"
+    return vectors, metrics.output_kind(task, result.outputs[0]), f"fp32 artifact on {result.runtime} ({why_not_source})"
 
 
 def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, labeled, base_value) -> dict:

@@ -43,6 +43,9 @@ def cached(kind: str, key: dict, build: Callable[[Path], None]) -> Path:
         files = {p.relative_to(work).as_posix(): file_sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
         (work / _INDEX).write_text(json.dumps({"key": key, "files": files}, indent=1))
         if entry.exists():
+            if _intact(entry):  # another process finished the same entry meanwhile
+                shutil.rmtree(work, ignore_errors=True)
+                return entry
             shutil.rmtree(entry)  # corrupted or half-removed: replaced, never used
         os.rename(work, entry)
     except BaseException:

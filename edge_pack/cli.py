@@ -73,7 +73,8 @@ def build(source, targets, precisions, out, target_file, as_json, allow_pickle, 
     else:
         _show(build_table(manifest))
         click.echo(f"bundle: {out}  (manifest.json lists every file with its sha256)")
-    return EXIT_FAILED if manifest["rejected"] else EXIT_OK
+    failed = [r for r in manifest["rejected"] if r["status"] == "failed"]
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 @cli.command()

@@ -20,5 +20,10 @@ class ConversionError(Exception):
     """One artifact could not be built or failed its validation; the rest of the build goes on."""
 
 
+class NotApplicable(ConversionError):
+    """The precision does not apply to this model (e.g. 4-bit MatMul weights in a model without MatMul);
+    the candidate is skipped with the reason, which is not a build failure."""
+
+
 class RunnerError(Exception):
     """A runtime failed to load or run an artifact; the message carries the runtime's own words."""

@@ -38,17 +38,32 @@ class Preprocessor:
         self.tokenizer = self.image_processor = None
         if task in TEXT_TASKS:
             self.tokenizer = _tokenizer(support_dir)
+            self.max_length = _max_length(self.tokenizer, support_dir)
         elif task == "image-classification":
             self.image_processor = _image_processor(support_dir)
 
     def text(self, text: str, seq_len: int | None = None) -> dict[str, np.ndarray]:
-        kwargs = {"padding": "max_length", "max_length": seq_len} if seq_len else {}
-        encoded = self.tokenizer(text, truncation=True, return_tensors="np", **kwargs)
+        """Token ids of `text`; with seq_len, exactly that many tokens (capped at what the model takes)."""
+        length = min(seq_len or self.max_length, self.max_length)
+        kwargs = {"padding": "max_length"} if seq_len else {}
+        encoded = self.tokenizer(text, truncation=True, max_length=length, return_tensors="np", **kwargs)
         return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
 
     def image(self, image) -> dict[str, np.ndarray]:
         pixels = self.image_processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"]
         return {"pixel_values": np.asarray(pixels, dtype=np.float32)}
+
+
+def _max_length(tokenizer, folder: Path) -> int:
+    """The longest input the model takes: the tokenizer's limit, or the position table's size when the
+    tokenizer does not say (its default is a huge sentinel)."""
+    limits = [tokenizer.model_max_length] if tokenizer.model_max_length < 1_000_000 else []
+    config = folder / "config.json"
+    if config.is_file():
+        positions = json.loads(config.read_text()).get("max_position_embeddings")
+        if isinstance(positions, int) and positions > 0:
+            limits.append(positions)
+    return min(limits, default=512)
 
 
 def _tokenizer(folder: Path | None):

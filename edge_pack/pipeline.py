@@ -7,7 +7,7 @@ import importlib
 from pathlib import Path
 
 from . import __version__
-from .errors import ConversionError, RunnerError, UserError
+from .errors import ConversionError, NotApplicable, RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
 from .manifest import SCHEMA, file_entry, read_manifest, write_manifest
 from .measure import reference_vectors, validate
@@ -85,8 +85,11 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
                 except Exception as exc:  # one candidate fails (converter or runtime), the build goes on
                     for path in files:
                         path.unlink(missing_ok=True)
-                    rejected.append({"target": target.name, "precision": name, "reason": _reason(exc)})
-                    bar.note(f"[red]✗[/] {target.name} {name}: {_reason(exc)}")
+                    skipped = isinstance(exc, NotApplicable)
+                    rejected.append({"target": target.name, "precision": name, "reason": _reason(exc),
+                                     "status": "skipped" if skipped else "failed"})
+                    bar.note(f"{'[yellow]–[/] skipped' if skipped else '[red]✗[/] failed'} {target.name} {name}: "
+                             f"{_reason(exc)}")
                 else:
                     artifacts.append(_artifact(target, name, files, work, converter.recipes.get(name, {}), check))
                 bar.advance()

@@ -6,8 +6,11 @@ from rich.table import Table
 from rich.text import Text
 
 
-def _ms(value) -> str:
-    return "—" if value is None else f"{value:.1f}"
+def _num(value) -> str:
+    """Milliseconds or megabytes: enough digits to tell small models apart."""
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
 
 
 def _quality(row: dict) -> str:
@@ -35,11 +38,11 @@ def verdict_table(results: dict) -> Group:
             verdict = row["verdict"]
             mark = ("[green]pass[/]" + (" [bold]★ ship[/]" if row["precision"] == target["recommended"] else "")
                     if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
-            table.add_row(name, row["precision"], f"{row['size_mb']:.1f}", _quality(row),
-                          _ms(row.get("latency_p50_ms")), _ms(row.get("latency_p90_ms")), _ms(row.get("load_ms")), mark)
+            table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row),
+                          _num(row.get("latency_p50_ms")), _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
         for rejected in target.get("rejected_at_build", []):
-            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—",
-                          f"[red]not built[/]: {rejected['reason']}")
+            status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
+            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", f"{status}: {rejected['reason']}")
         sla = ", ".join(f"{k} {v:g}" for k, v in target["sla"].items()) or "none"
         notes = [
             f"baseline: {target['baseline']['origin']}, {quality['name']} {quality['value']:.3f}"
@@ -48,7 +51,7 @@ def verdict_table(results: dict) -> Group:
         if target["recommended"]:
             best = next(r for r in results["rows"] if r["target"] == name and r["precision"] == target["recommended"])
             notes.append(f"[bold green]{name}: ship {best['precision']}[/] — cheapest passing candidate "
-                         f"({best['size_mb']:.1f} MB, p50 {_ms(best.get('latency_p50_ms'))} ms)")
+                         f"({_num(best['size_mb'])} MB, p50 {_num(best.get('latency_p50_ms'))} ms)")
         else:
             notes.append(f"[bold red]{name}: no candidate meets the SLA[/] — see the reasons above")
         parts += [table, *(Text.from_markup(n) for n in notes), Text("")]
@@ -62,10 +65,11 @@ def build_table(manifest: dict) -> Group:
     for artifact in manifest["artifacts"]:
         check = artifact.get("validation", {})
         table.add_row(artifact["target"], artifact["precision"], artifact["files"][0]["path"],
-                      f"{artifact['bytes'] / 1e6:.1f}",
+                      _num(artifact['bytes'] / 1e6),
                       f"[green]ok[/] cosine {check['cosine_min']:.4f}" if check else "")
     for rejected in manifest.get("rejected", []):
-        table.add_row(rejected["target"], rejected["precision"], "—", "—", f"[red]failed[/]: {rejected['reason']}")
+        status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]failed[/]"
+        table.add_row(rejected["target"], rejected["precision"], "—", "—", f"{status}: {rejected['reason']}")
     return Group(table)
 
 

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..errors import ConversionError
+from ..errors import NotApplicable
 from ..quiet import captured
 from ..source import SUPPORT_FILES, SourceModel
 from ..targets import Target
@@ -111,7 +111,7 @@ class Converter:
         quantizer.model.save_model_to_file(str(out), False)
         quantized = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
         if not quantized:
-            raise ConversionError("no MatMul with constant weights to quantize to 4 bits")
+            raise NotApplicable("no MatMul with constant weights to quantize to 4 bits")
         return {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", "bits": 4,
                 "block_size": Q4_BLOCK, "symmetric": True, "op_types": ["MatMul"], "quantized_nodes": quantized}
 

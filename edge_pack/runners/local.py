@@ -56,8 +56,15 @@ def run_harness(script: str, model: Path, samples: list[dict], latency_input: di
                      postprocessed=result.get("postprocessed", False))
 
 
+def last_words(text: str, limit: int = 300) -> str:
+    """The line of a runtime's stderr that says what went wrong (the last one), on one line."""
+    line = tail(text or "", 1)
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 def _failure(proc: subprocess.CompletedProcess) -> str:
-    text = tail(proc.stderr or proc.stdout or "", 3).replace("\n", " | ")
+    text = last_words(proc.stderr or proc.stdout)
     if proc.returncode < 0:
         return f"crashed ({signal.Signals(-proc.returncode).name}){': ' + text if text else ''}"
     return text or f"exited with code {proc.returncode}"

@@ -1,0 +1,57 @@
+"""A PyTorch entry point for edge-pack: `edge-pack build digits_cnn:factory --target web`.
+
+factory() returns (module, example inputs); here a small CNN trained in about a second on scikit-learn's
+bundled digits (seeded, so every call returns the same weights). `python digits_cnn.py eval.npz` writes the
+held-out split as an .npz of ready inputs plus labels, for `edge-pack bench --eval eval.npz`.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+HELD_OUT = 297  # the last digits are the test split
+
+
+class DigitsCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+        self.head = torch.nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, image):
+        return self.head(self.features(image).flatten(1))
+
+
+def _data():
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None]  # (n, 1, 8, 8) in [0, 1]
+    return images, digits.target.astype(np.int64)
+
+
+def factory():
+    torch.manual_seed(0)
+    images, labels = _data()
+    x, y = torch.from_numpy(images[:-HELD_OUT]), torch.from_numpy(labels[:-HELD_OUT])
+    model = DigitsCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(6):
+        for start in range(0, len(x), 64):
+            loss = torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval(), {"image": torch.from_numpy(images[:1])}
+
+
+def write_eval(path: str) -> None:
+    images, labels = _data()
+    np.savez(path, image=images[-HELD_OUT:], labels=labels[-HELD_OUT:])
+
+
+if __name__ == "__main__":
+    write_eval(sys.argv[1] if len(sys.argv) > 1 else "eval.npz")

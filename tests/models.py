@@ -1,0 +1,153 @@
+"""Small, seeded models the tests build themselves (seconds each), cached by recipe under .cache/.
+
+- a topic classifier: a 2-layer BERT with its own WordPiece tokenizer, trained on templated sentences;
+- a digits classifier: a 2-layer ViT with a ViT image processor, trained on scikit-learn's digits;
+each saved as a Hugging Face folder with safetensors, with a labeled held-out eval file beside it.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "test-models"
+
+TOPICS = {
+    "sports": ["goal", "match", "team", "referee", "striker", "league", "coach", "stadium", "penalty", "season"],
+    "food": ["pizza", "recipe", "cheese", "bakery", "soup", "flour", "dinner", "salad", "chef", "spices"],
+    "weather": ["rain", "storm", "snow", "forecast", "wind", "sunshine", "clouds", "thunder", "frost", "heatwave"],
+    "tech": ["laptop", "software", "chip", "battery", "update", "server", "phone", "network", "code", "screen"],
+}
+FRAMES = ["the {a} and the {b} were in the news today", "everyone talked about the {a} after the {b}",
+          "my friend loves the {a} more than the {b}", "a new {a} changed how we think about the {b}",
+          "yesterday the {a} was better than the {b}", "nobody expected the {a} to beat the {b}"]
+
+
+def _cached(name: str, builder) -> Path:
+    import torch
+    import transformers
+
+    recipe = inspect.getsource(builder) + torch.__version__ + transformers.__version__ + inspect.getsource(_sentences)
+    folder = CACHE / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    if not (folder / "done").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        work = folder.with_suffix(".tmp")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        builder(work)
+        (work / "done").write_text("ok")
+        work.rename(folder)
+    return folder
+
+
+def _sentences(seed: int, count: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        topic = rng.choice(sorted(TOPICS))
+        a, b = rng.sample(TOPICS[topic], 2)
+        rows.append((rng.choice(FRAMES).format(a=a, b=b), topic))
+    return rows
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def topic_classifier() -> Path:
+    """HF folder: BertForSequenceClassification + tokenizer; eval.jsonl in the folder's parent."""
+    return _cached("topic-classifier", _build_topic_classifier) / "model"
+
+
+def _build_topic_classifier(work: Path) -> None:
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    train, held_out = _sentences(1, 1200), _sentences(2, 80)
+    labels = sorted(TOPICS)
+    model_dir = work / "model"
+    model_dir.mkdir()
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator([t for t, _ in train], vocab_size=200, min_frequency=1)
+    (work / "vocab").mkdir()
+    wordpiece.save_model(str(work / "vocab"))
+    tokenizer = BertTokenizerFast(vocab_file=str(work / "vocab" / "vocab.txt"), do_lower_case=True)
+    tokenizer.model_max_length = 64
+    tokenizer.save_pretrained(model_dir)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=64, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    model = BertForSequenceClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for step in range(120):
+        batch = train[(step * 32) % len(train):][:32]
+        encoded = tokenizer([t for t, _ in batch], padding=True, return_tensors="pt")
+        target = torch.tensor([labels.index(l) for _, l in batch])
+        loss = model(**encoded, labels=target).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    model.save_pretrained(model_dir, safe_serialization=True)
+    shutil.rmtree(work / "vocab")
+    _write_jsonl(work / "eval.jsonl", ({"text": t, "label": l} for t, l in held_out))
+
+
+def digits_classifier() -> Path:
+    """HF folder: ViTForImageClassification + image processor, trained on scikit-learn's digits; eval.jsonl
+    and the held-out PNGs in the folder's parent."""
+    return _cached("digits-vit", _build_digits_classifier) / "model"
+
+
+def _digit_image(pixels: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray((pixels.reshape(8, 8) * 15.9375).astype(np.uint8)).convert("RGB")
+
+
+def _build_digits_classifier(work: Path) -> None:
+    import torch
+    from sklearn.datasets import load_digits
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    train, held_out = order[:1500], order[1500:1600]
+    labels = [str(i) for i in range(10)]
+    processor = ViTImageProcessor(size={"height": 16, "width": 16}, do_normalize=True, image_mean=[0.5] * 3,
+                                  image_std=[0.5] * 3)
+    config = ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=128, num_labels=10,
+                       id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    model = ViTForImageClassification(config)
+    pixels = processor(images=[_digit_image(digits.data[i]) for i in train], return_tensors="pt")["pixel_values"]
+    target = torch.tensor(digits.target[train])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for epoch in range(8):
+        for start in range(0, len(train), 64):
+            loss = model(pixel_values=pixels[start:start + 64], labels=target[start:start + 64]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    model_dir = work / "model"
+    model.save_pretrained(model_dir, safe_serialization=True)
+    processor.save_pretrained(model_dir)
+    (work / "images").mkdir()
+    rows = []
+    for index in held_out:
+        name = f"images/{index}.png"
+        _digit_image(digits.data[index]).save(work / name)
+        rows.append({"image": name, "label": str(digits.target[index])})
+    _write_jsonl(work / "eval.jsonl", rows)
