@@ -18,9 +18,17 @@ def _quality(row: dict) -> str:
     if not quality:
         return "—"
     text = f"{quality['value']:.3f}"
-    if quality.get("delta") is not None and quality["name"] in ("accuracy", "1-NN accuracy"):
+    if quality.get("delta") is not None and quality["name"].endswith("accuracy"):
         text += f" ({quality['delta'] * 100:+.1f} pt)"
     return text
+
+
+def _agreement(row: dict) -> str:
+    """Label-free agreement with fp32, shown beside a labeled accuracy: top-1 for classifiers, cosine else."""
+    found = row.get("metrics") or {}
+    if "top1_agreement" in found:
+        return f"top-1 {found['top1_agreement']:.1%}"
+    return f"cos {found['cosine_mean']:.4f}" if "cosine_mean" in found else "—"
 
 
 def verdict_table(results: dict) -> Group:
@@ -31,18 +39,18 @@ def verdict_table(results: dict) -> Group:
         table = Table(title=f"{name} — measured on {target['runtime']} ({target['threads']} thread"
                             f"{'s' if target['threads'] > 1 else ''})", title_justify="left")
         for header, justify in (("target", "left"), ("precision", "left"), ("size MB", "right"),
-                                (quality["name"], "right"), ("p50 ms", "right"), ("p90 ms", "right"),
-                                ("load ms", "right"), ("result", "left")):
+                                (quality["name"], "right"), ("vs fp32", "right"), ("p50 ms", "right"),
+                                ("p90 ms", "right"), ("load ms", "right"), ("result", "left")):
             table.add_column(header, justify=justify)
         for row in (r for r in results["rows"] if r["target"] == name):
             verdict = row["verdict"]
             mark = ("[green]pass[/]" + (" [bold]★ ship[/]" if row["precision"] == target["recommended"] else "")
                     if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
-            table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row),
+            table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row), _agreement(row),
                           _num(row.get("latency_p50_ms")), _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
         for rejected in target.get("rejected_at_build", []):
             status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
-            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", f"{status}: {rejected['reason']}")
+            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", f"{status}: {rejected['reason']}")
         sla = ", ".join(f"{k} {v:g}" for k, v in target["sla"].items()) or "none"
         notes = [
             f"baseline: {target['baseline']['origin']}, {quality['name']} {quality['value']:.3f}"
