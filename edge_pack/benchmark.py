@@ -158,7 +158,7 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
         result, vectors = run_artifact(runtime, [bundle / f["path"] for f in artifact["files"]], task, evalset, opts)
     except RunnerError as exc:
         return {**row, "error": f"failed on {runtime}: {exc}"}
-    found = metrics.fidelity(kind, vectors, baseline)
+    found = {**metrics.fidelity(kind, vectors, baseline), **result.metrics}
     if labeled:
         found["accuracy"] = metrics.accuracy(kind, vectors, evalset.labels)
     name, value = metrics.headline(kind, found, labeled)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
@@ -17,6 +18,14 @@ from .staging import staged_folder
 from .targets import Target, get_target, library_versions, load_targets
 
 VALIDATION_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the user told the converters beyond source, targets and precisions."""
+    calibration: Path | None = None  # calibration data for full-integer quantization
+    # Target-specific settings (e.g. {"min_ios": 17}), set by CLI flags that belong to one target.
+    target_options: dict = field(default_factory=dict)
 
 
 def resolve_targets(names: tuple[str, ...] | list[str], extra: tuple[Path, ...] = ()) -> list[Target]:
@@ -49,7 +58,8 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | Non
 
 def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("web",),
           precisions: list[str] | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
-          trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), progress: bool = False) -> dict:
+          trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), progress: bool = False,
+          options: BuildOptions | None = None) -> dict:
     """Build every (target, precision) candidate of `source` into `out`; returns the manifest."""
     if isinstance(source, str):
         source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
@@ -72,7 +82,7 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
             target_dir.mkdir()
             bar.step(f"{target.name}: exporting")
             converter = importlib.import_module(f"edge_pack.converters.{target.converter}").Converter(
-                source, target, target_dir)
+                source, target, target_dir, options or BuildOptions())
             support = converter.support_files()
             for name in chosen[target.name]:
                 bar.step(f"{target.name}: building {name}")

@@ -19,7 +19,7 @@ Q4_BLOCK = 32
 
 
 class Converter:
-    def __init__(self, source: SourceModel, target: Target, target_dir: Path):
+    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
         self.source, self.target, self.dir = source, target, target_dir
         self.fp32_dir = fp32_onnx(source)
         self.fp32 = self.fp32_dir / MODEL

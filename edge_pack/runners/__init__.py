@@ -14,6 +14,8 @@ class RunOptions:
     warmup: int = 3
     runs: int = 20
     timeout_s: float = 900.0
+    # Runner-specific settings (a device address, compute units...), set by CLI flags of that runner.
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -26,6 +28,8 @@ class RunResult:
     host: dict = field(default_factory=dict)
     # True when outputs are already the task's primary output (e.g. pooled by Transformers.js).
     postprocessed: bool = False
+    # Measures only the runtime can take (tokens/s, perplexity...), merged into the row's metrics.
+    metrics: dict = field(default_factory=dict)
 
 
 def get_runner(name: str):
