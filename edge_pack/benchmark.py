@@ -71,42 +71,36 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     task = manifest["source"]["task"]
     source = source or _baseline_source(manifest)
     specs = [InputSpec(i["name"], i["dtype"], tuple(i["shape"])) for i in manifest["source"].get("inputs", [])]
-    rows, per_target = [], {}
     chosen = [a for a in manifest["artifacts"] if a["target"] in names
               and (not precisions or a["precision"] in precisions)]
+    # Everything a user can get wrong is checked before the first measurement.
+    plans = [_plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
+                   warmup, runs) for name in names]
+    rows, per_target = [], {}
     with steps(progress) as bar:
         bar.start("measuring", total=len(chosen))
-        for name in names:
-            target = get_target(name)
-            run_on = runtime or target.runtime
-            if run_on not in target.runtimes:
-                raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
-            artifacts = [a for a in chosen if a["target"] == name]
-            target_dir = bundle / name
-            support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
-            label_names = _label_names(support, task)
-            pre = Preprocessor(task, support, specs or None)
-            evalset = make_evalset(pre, eval_path, seq_len, label_names, embedder=task == "feature-extraction")
-            opts = RunOptions(threads=threads or target.threads, warmup=warmup, runs=runs)
-            baseline, kind, origin = _baseline(source, task, evalset, artifacts, bundle, run_on,
+        for plan in plans:
+            name, evalset = plan["name"], plan["evalset"]
+            baseline, kind, origin = _baseline(source, task, evalset, plan["artifacts"], bundle, plan["runtime"],
                                                _why_no_source(manifest))
             labeled = evalset.labels is not None
             base_metrics = {"accuracy": metrics.accuracy(kind, baseline, evalset.labels)} if labeled else {}
             quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
                                                                "top1_agreement": 1.0}, labeled)
-            sla = config.sla_for(name)
             target_rows = []
-            for artifact in artifacts:
-                bar.step(f"{name}: measuring {artifact['precision']} on {run_on}")
-                row = _measure(artifact, bundle, run_on, task, evalset, opts, baseline, kind, labeled, base_value)
-                reasons = judge(row, sla)
+            for artifact in plan["artifacts"]:
+                bar.step(f"{name}: measuring {artifact['precision']} on {plan['runtime']}")
+                row = _measure(artifact, bundle, plan["runtime"], task, evalset, plan["options"], baseline, kind,
+                               labeled, base_value)
+                reasons = judge(row, plan["sla"])
                 row["verdict"] = {"passed": not reasons, "reasons": reasons}
                 target_rows.append(row)
                 bar.advance()
             best = cheapest(target_rows)
             per_target[name] = {
-                "runtime": run_on, "threads": opts.threads, "sla": sla.describe(), "eval": evalset.origin,
-                "baseline": {"origin": origin, "quality": {"name": quality_name, "value": base_value}},
+                "runtime": plan["runtime"], "threads": plan["options"].threads, "sla": plan["sla"].describe(),
+                "eval": evalset.origin, "baseline": {"origin": origin, "quality": {"name": quality_name,
+                                                                                 "value": base_value}},
                 "recommended": best["precision"] if best else None, "passed": best is not None,
                 "rejected_at_build": [r for r in manifest.get("rejected", []) if r["target"] == name],
             }
@@ -118,6 +112,23 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     if write:
         _write(bundle, manifest, results)
     return results
+
+
+def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads, warmup,
+          runs) -> dict:
+    """What measuring one target needs: its runtime, its inputs (the eval file read and checked now) and SLA."""
+    target = get_target(name)
+    run_on = runtime or target.runtime
+    if run_on not in target.runtimes:
+        raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
+    task = manifest["source"]["task"]
+    target_dir = bundle / name
+    support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
+    pre = Preprocessor(task, support, specs or None)
+    evalset = make_evalset(pre, eval_path, seq_len, _label_names(support, task), embedder=task == "feature-extraction")
+    return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name),
+            "artifacts": [a for a in chosen if a["target"] == name],
+            "options": RunOptions(threads=threads or target.threads, warmup=warmup, runs=runs)}
 
 
 def _why_no_source(manifest: dict) -> str:

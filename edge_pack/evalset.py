@@ -136,9 +136,11 @@ def _random(spec: InputSpec, rng: np.random.Generator) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "f":
         return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, shape).astype(dtype)
-    return rng.integers(0, 10, shape).astype(dtype)
+    if "mask" in spec.name:
+        return np.ones(shape, dtype=dtype)
+    # Integer inputs index something whose size is unknown here (a vocabulary, token types): 0 and 1 are
+    # valid for any of them. Real inputs come from --eval FILE.npz.
+    return rng.integers(0, 2, shape).astype(dtype)
 
 
 def _read_npz(path: Path, specs: list[InputSpec] | None) -> tuple[list[dict], np.ndarray | None]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .errors import ConversionError
+from .errors import ConversionError, UserError
 from .evalset import EvalSet
 from .runners import RunOptions, RunResult, get_runner
 from .targets import Precision
@@ -14,7 +14,12 @@ from .targets import Precision
 
 def reference_vectors(reference, task: str, samples: list[dict]) -> tuple[list[np.ndarray], str]:
     """The fp32 source's primary outputs on the samples, and their kind (embedding, logits, tensor)."""
-    outputs = [reference(s) for s in samples]
+    try:
+        outputs = [reference(s) for s in samples]
+    except Exception as exc:  # the user's own model fails on these inputs: say so, with its words
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"the fp32 source fails on the measurement inputs ({first[:300]}); give inputs it takes "
+                        "with --eval FILE.npz") from None
     return [metrics.primary(task, o, s) for o, s in zip(outputs, samples)], metrics.output_kind(task, outputs[0])
 
 

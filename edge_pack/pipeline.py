@@ -69,11 +69,11 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
     previous = _previous_manifest(out, source)
     kept = [name for name in (previous or {}).get("targets", {}) if name not in chosen]
 
+    pre = Preprocessor(source.task, source.support_dir, input_specs(source))
+    checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
+
     with staged_folder(out, keep=tuple(kept)) as work, steps(progress) as bar:
         bar.start("preparing the fp32 reference", total=sum(map(len, chosen.values())) + 1)
-        specs = input_specs(source)
-        pre = Preprocessor(source.task, source.support_dir, specs)
-        checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
         baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)
         bar.advance()
         artifacts, rejected, target_meta = [], [], {}

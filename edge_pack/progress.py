@@ -52,7 +52,11 @@ def steps(enabled: bool):
     console = terminal_console()
     try:
         with Progress(*columns, console=console) as progress:
-            yield Steps(progress)
+            try:
+                yield Steps(progress)
+            except BaseException:
+                progress.live.transient = True  # the error message is the last word, not a half-full bar
+                raise
     finally:
         if not console.is_terminal:
             console.file.write("\n")
