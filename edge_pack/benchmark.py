@@ -97,8 +97,9 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
                 target_rows.append(row)
                 bar.advance()
             best = cheapest(target_rows)
+            measured_on = next((r["runtime"] for r in target_rows if r.get("runtime")), plan["runtime"])
             per_target[name] = {
-                "runtime": plan["runtime"], "threads": plan["options"].threads, "sla": plan["sla"].describe(),
+                "runtime": plan["runtime"], "measured_on": measured_on, "threads": plan["options"].threads, "sla": plan["sla"].describe(),
                 "eval": evalset.origin, "baseline": {"origin": origin, "quality": {"name": quality_name,
                                                                                  "value": base_value}},
                 "recommended": best["precision"] if best else None, "passed": best is not None,

@@ -36,7 +36,7 @@ def verdict_table(results: dict) -> Group:
     parts = []
     for name, target in results["targets"].items():
         quality = target["baseline"]["quality"]
-        table = Table(title=f"{name} — measured on {target['runtime']} ({target['threads']} thread"
+        table = Table(title=f"{name} — measured on {target.get('measured_on', target['runtime'])} ({target['threads']} thread"
                             f"{'s' if target['threads'] > 1 else ''})", title_justify="left")
         for header, justify in (("target", "left"), ("precision", "left"), ("size MB", "right"),
                                 (quality["name"], "right"), ("vs fp32", "right"), ("p50 ms", "right"),
