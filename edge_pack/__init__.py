@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from .benchmark import bench  # noqa: E402
-from .manifest import verify  # noqa: E402
+from .verify import verify  # noqa: E402
 from .pipeline import build  # noqa: E402
 
 __all__ = ["__version__", "bench", "build", "verify"]

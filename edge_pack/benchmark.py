@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from .progress import steps
 from .runners import RunOptions
 from .sla import cheapest, judge
 from .source import InputSpec, SourceModel, load_source
-from .staging import write_atomic
+from .staging import check_disk_full, locked, write_atomic
 from .targets import get_target, load_targets
 
 MB = 1_000_000
@@ -28,12 +29,14 @@ MB = 1_000_000
 def bench(path: str | Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
           eval_path: str | Path | None = None, sla_path: str | Path | None = None, runs: int = 20,
           warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
-          allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = False) -> dict:
+          timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
+          progress: bool = False) -> dict:
     """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that."""
     options = dict(eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
-                   seq_len=seq_len, runtime=runtime, progress=progress)
+                   seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress)
     if (Path(path) / MANIFEST).is_file():
-        return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
+        with locked(Path(path)):  # a build swapping this folder meanwhile would mix two bundles' numbers
+            return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
     if not targets:
         raise UserError(f"{path} is not a bundle (no {MANIFEST}); to build and measure a source, add --target")
     source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
@@ -58,8 +61,8 @@ def _baseline_source(manifest: dict) -> SourceModel | None:
 
 def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
                  eval_path=None, sla_path=None, runs: int = 20, warmup: int = 3, threads: int | None = None,
-                 seq_len: int = 128, runtime: str | None = None, progress: bool = False, write: bool = True,
-                 source: SourceModel | None = None) -> dict:
+                 seq_len: int = 128, runtime: str | None = None, timeout_s: float = 900.0,
+                 progress: bool = False, write: bool = True, source: SourceModel | None = None) -> dict:
     manifest = read_manifest(bundle)
     config = load_config(sla_path, tuple(load_targets()))
     names = list(dict.fromkeys(targets)) if targets and "all" not in targets else list(manifest.get("targets", {}))
@@ -74,8 +77,9 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     chosen = [a for a in manifest["artifacts"] if a["target"] in names
               and (not precisions or a["precision"] in precisions)]
     # Everything a user can get wrong is checked before the first measurement.
+    run_options = RunOptions(warmup=warmup, runs=runs, timeout_s=timeout_s)
     plans = [_plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
-                   warmup, runs) for name in names]
+                   run_options) for name in names]
     rows, per_target = [], {}
     with steps(progress) as bar:
         bar.start("measuring", total=len(chosen))
@@ -111,12 +115,16 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
                "sla_file": str(config.path) if config.path else None,
                "targets": per_target, "rows": rows, "passed": all(t["passed"] for t in per_target.values())}
     if write:
-        _write(bundle, manifest, results)
+        try:
+            _write(bundle, manifest, results)
+        except OSError as exc:
+            check_disk_full(exc, bundle)
+            raise
     return results
 
 
-def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads, warmup,
-          runs) -> dict:
+def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
+          run_options: RunOptions) -> dict:
     """What measuring one target needs: its runtime, its inputs (the eval file read and checked now) and SLA."""
     target = get_target(name)
     run_on = runtime or target.runtime
@@ -129,7 +137,7 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     evalset = make_evalset(pre, eval_path, seq_len, _label_names(support, task), embedder=task == "feature-extraction")
     return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name),
             "artifacts": [a for a in chosen if a["target"] == name],
-            "options": RunOptions(threads=threads or target.threads, warmup=warmup, runs=runs)}
+            "options": replace(run_options, threads=threads or target.threads)}
 
 
 def _why_no_source(manifest: dict) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -11,8 +12,19 @@ import click
 from . import __version__, quiet
 from .errors import EXIT_FAILED, EXIT_OK, UserError
 
-EXIT_INTERNAL = 3  # exit codes: 0 pass, 1 a gate failed, 2 bad input (errors.py), 3 a bug
+# Exit codes: 0 pass, 1 a gate failed, 2 bad input (errors.py), 3 a bug, 4 a step ran out of time
+# (watchdog.py), 130/143 interrupted by SIGINT/SIGTERM.
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that work folders are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 DEFAULT_SLA = "edge-pack.toml"
 
 
@@ -58,16 +70,19 @@ def _with(options):
               help="Bundle folder; written whole at the end, or left as it was.")
 @click.option("--target-file", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An extra target description (TOML), as in targets/.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="Seconds allowed for each export, conversion and validation step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
 @_with(source_flags)
-def build(source, targets, precisions, out, target_file, as_json, allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, target_file, timeout, as_json, allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2."""
-    from .pipeline import build as run_build
+    from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
     manifest = run_build(source, targets or ("all",), list(precisions) or None, out, allow_pickle=allow_pickle,
-                         trust_remote_code=trust_remote_code, target_files=target_file, progress=not as_json)
+                         trust_remote_code=trust_remote_code, target_files=target_file, progress=not as_json,
+                         options=BuildOptions(timeout_s=timeout))
     if as_json:
         _emit_json(manifest)
     else:
@@ -91,9 +106,11 @@ def build(source, targets, precisions, out, target_file, as_json, allow_pickle, 
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(1, 8192),
               help="Tokens in the latency input of text models.")
 @click.option("--runtime", help="Runner to measure with (see `edge-pack targets`).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
 @_with(source_flags)
-def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads, seq_len, runtime, as_json,
+def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads, seq_len, runtime, timeout, as_json,
           allow_pickle, trust_remote_code) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA and print the verdict. Exit 1 when a target has no passing candidate."""
@@ -104,7 +121,7 @@ def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads,
         sla_path = Path(DEFAULT_SLA)
     results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
                         eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
-                        seq_len=seq_len, runtime=runtime, allow_pickle=allow_pickle,
+                        seq_len=seq_len, runtime=runtime, timeout_s=timeout, allow_pickle=allow_pickle,
                         trust_remote_code=trust_remote_code, progress=not as_json)
     if as_json:
         _emit_json(results)
@@ -115,19 +132,22 @@ def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads,
 
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--deep", is_flag=True, help="Also load and run every artifact once on its runtime.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
-def verify(folder, as_json) -> int:
-    """Re-hash every file of a bundle against its manifest; exit 1 naming any missing, altered or
-    unlisted file."""
-    from .manifest import verify as run_verify
+def verify(folder, deep, as_json) -> int:
+    """Re-hash every file of a bundle against its manifest (and check the manifest's schema); exit 1
+    naming any missing, altered or unlisted file, or with --deep any artifact that no longer runs."""
+    from .verify import verify as run_verify
 
-    report = run_verify(folder)
+    report = run_verify(folder, deep=deep)
     if as_json:
         _emit_json(report)
     else:
         for kind in ("missing", "altered", "unlisted"):
             for name in report[kind]:
                 click.echo(f"{kind}: {name}")
+        for failure in report.get("unloadable", []):
+            click.echo(f"does not run: {failure['target']} {failure['precision']}: {failure['error']}")
         click.echo(f"{'ok' if report['ok'] else 'FAILED'}: {report['checked']} files checked in {folder}")
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
@@ -151,6 +171,7 @@ def targets(as_json) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors are one line on stderr with exit code 2, never a traceback."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = cli.main(args=argv, prog_name="edge-pack", standalone_mode=False)
     except UserError as exc:
@@ -161,9 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
         click.echo("edge-pack: interrupted; output folders were left as they were", err=True)
-        code = EXIT_INTERRUPTED
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so in one line, the traceback with -v
         if quiet.VERBOSE:
             traceback.print_exc()

@@ -60,24 +60,3 @@ def listed_files(manifest: dict) -> list[dict]:
     entries = [f for a in manifest["artifacts"] for f in a["files"]]
     entries += [f for t in manifest.get("targets", {}).values() for f in t.get("files", [])]
     return entries
-
-
-def verify(folder: Path) -> dict:
-    """Re-hash every file against the manifest: missing, altered and unlisted files are problems."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    missing, altered = [], []
-    listed = set()
-    for entry in listed_files(manifest):
-        listed.add(entry["path"])
-        path = folder / entry["path"]
-        if not path.resolve().is_relative_to(folder.resolve()):
-            altered.append(entry["path"])  # a manifest must never point outside its bundle
-        elif not path.is_file():
-            missing.append(entry["path"])
-        elif path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
-            altered.append(entry["path"])
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    unlisted = sorted(present - listed - OWN_FILES)
-    return {"ok": not (missing or altered or unlisted), "checked": len(listed), "missing": sorted(missing),
-            "altered": sorted(altered), "unlisted": unlisted}

@@ -34,10 +34,11 @@ def run_artifact(runtime: str, files: list[Path], task: str, evalset: EvalSet,
 
 
 def validate(runtime: str, files: list[Path], precision: Precision, task: str, evalset: EvalSet,
-             baseline: list[np.ndarray], kind: str) -> dict:
+             baseline: list[np.ndarray], kind: str, timeout_s: float | None = None) -> dict:
     """Load the artifact once on its runtime and compare it with the fp32 source, as an exporter's own
     validation does; a failure means the artifact is not shipped."""
-    _, vectors = run_artifact(runtime, files, task, evalset, RunOptions(warmup=0, runs=0))
+    options = RunOptions(warmup=0, runs=0, **({"timeout_s": timeout_s} if timeout_s else {}))
+    _, vectors = run_artifact(runtime, files, task, evalset, options)
     found = metrics.fidelity(kind, vectors, baseline)
     if not np.isfinite(found["cosine_min"]) or found["cosine_min"] < precision.min_cosine:
         raise ConversionError(f"validation failed: cosine to the fp32 source {found['cosine_min']:.4f} < "

@@ -12,10 +12,13 @@ from .errors import ConversionError, NotApplicable, RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
 from .manifest import SCHEMA, file_entry, read_manifest, write_manifest
 from .measure import reference_vectors, validate
+from .memory import step_usage
 from .progress import steps
+from .quiet import captured
 from .source import SourceModel, input_specs, load_source
-from .staging import staged_folder
+from .staging import check_disk_full, staged_folder
 from .targets import Target, get_target, library_versions, load_targets
+from .watchdog import deadline
 
 VALIDATION_SAMPLES = 8
 
@@ -26,6 +29,7 @@ class BuildOptions:
     calibration: Path | None = None  # calibration data for full-integer quantization
     # Target-specific settings (e.g. {"min_ios": 17}), set by CLI flags that belong to one target.
     target_options: dict = field(default_factory=dict)
+    timeout_s: float | None = 3600.0  # bound on each export/conversion step and each validation run
 
 
 def resolve_targets(names: tuple[str, ...] | list[str], extra: tuple[Path, ...] = ()) -> list[Target]:
@@ -72,45 +76,68 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
     pre = Preprocessor(source.task, source.support_dir, input_specs(source))
     checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
 
+    options = options or BuildOptions()
     with staged_folder(out, keep=tuple(kept)) as work, steps(progress) as bar:
         bar.start("preparing the fp32 reference", total=sum(map(len, chosen.values())) + 1)
-        baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)
+        with captured():
+            baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)
         bar.advance()
         artifacts, rejected, target_meta = [], [], {}
         for target in chosen_targets:
-            target_dir = work / target.name
-            target_dir.mkdir()
-            bar.step(f"{target.name}: exporting")
-            converter = importlib.import_module(f"edge_pack.converters.{target.converter}").Converter(
-                source, target, target_dir, options or BuildOptions())
-            support = converter.support_files()
-            for name in chosen[target.name]:
-                bar.step(f"{target.name}: building {name}")
-                precision = target.precision(name)
-                files = []
-                try:
-                    files = converter.convert(name)
-                    bar.step(f"{target.name}: validating {name}")
-                    check = validate(target.runtime, files, precision, source.task, checks, baseline, kind)
-                except Exception as exc:  # one candidate fails (converter or runtime), the build goes on
-                    for path in files:
-                        path.unlink(missing_ok=True)
-                    skipped = isinstance(exc, NotApplicable)
-                    rejected.append({"target": target.name, "precision": name, "reason": _reason(exc),
-                                     "status": "skipped" if skipped else "failed"})
-                    bar.note(f"{'[yellow]–[/] skipped' if skipped else '[red]✗[/] failed'} {target.name} {name}: "
-                             f"{_reason(exc)}")
-                else:
-                    artifacts.append(_artifact(target, name, files, work, converter.recipes.get(name, {}), check))
-                bar.advance()
-            support += converter.finish()
-            target_meta[target.name] = {"description": target.description, "format": target.format,
-                                        "runtime": target.runtime, "device": target.device,
-                                        "files": [file_entry(p, work) for p in support]}
-        manifest = _manifest(source, checks, previous, kept, artifacts, rejected, target_meta,
-                             chosen_targets)
+            built = _build_target(source, target, chosen[target.name], work, options,
+                                  Validation(checks, baseline, kind), bar)
+            artifacts += built["artifacts"]
+            rejected += built["rejected"]
+            target_meta[target.name] = built["meta"]
+        manifest = _manifest(source, checks, previous, kept, artifacts, rejected, target_meta, chosen_targets)
         write_manifest(work, manifest)
     return manifest
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The inputs every artifact is checked on after conversion, and the fp32 source's answers."""
+    evalset: object
+    baseline: list
+    kind: str
+
+
+def _build_target(source: SourceModel, target: Target, precisions: list[str], work: Path, options: BuildOptions,
+                  validation: Validation, bar) -> dict:
+    """Export once, then convert and validate each precision; a failed precision is recorded, not fatal."""
+    target_dir = work / target.name
+    target_dir.mkdir()
+    bar.step(f"{target.name}: exporting")
+    module = importlib.import_module(f"edge_pack.converters.{target.converter}")
+    with step_usage() as export_usage, deadline(options.timeout_s, f"exporting {source.name} for {target.name}"):
+        converter = module.Converter(source, target, target_dir, options)
+        support = converter.support_files()
+    artifacts, rejected = [], []
+    for name in precisions:
+        bar.step(f"{target.name}: building {name}")
+        files = []
+        try:
+            with step_usage() as usage, deadline(options.timeout_s, f"building {target.name} {name}"):
+                files = converter.convert(name)
+            bar.step(f"{target.name}: validating {name}")
+            check = validate(target.runtime, files, target.precision(name), source.task, validation.evalset,
+                             validation.baseline, validation.kind, options.timeout_s)
+        except Exception as exc:  # one candidate fails (converter or runtime), the build goes on
+            check_disk_full(exc, work)  # ...unless the disk is full: then nothing else will fit either
+            for path in files:
+                path.unlink(missing_ok=True)
+            skipped = isinstance(exc, NotApplicable)
+            rejected.append({"target": target.name, "precision": name, "reason": _reason(exc),
+                             "status": "skipped" if skipped else "failed"})
+            bar.note(f"{'[yellow]–[/] skipped' if skipped else '[red]✗[/] failed'} {target.name} {name}: {_reason(exc)}")
+        else:
+            artifacts.append({**_artifact(target, name, files, work, converter.recipes.get(name, {}), check),
+                              "build": usage})
+        bar.advance()
+    support += converter.finish()
+    meta = {"description": target.description, "format": target.format, "runtime": target.runtime,
+            "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support]}
+    return {"artifacts": artifacts, "rejected": rejected, "meta": meta}
 
 
 def _reason(exc: BaseException) -> str:

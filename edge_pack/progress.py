@@ -3,11 +3,12 @@ visible while noisy libraries are being captured (quiet.py)."""
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from .quiet import terminal_stderr
 
 
 class Steps:
@@ -35,11 +36,7 @@ class Steps:
 
 
 def terminal_console() -> Console:
-    try:
-        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
-    except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (tests, notebooks)
-        stream = sys.stderr
-    return Console(file=stream, stderr=True)
+    return Console(file=os.fdopen(os.dup(terminal_stderr()), "w", buffering=1), stderr=True)
 
 
 @contextmanager

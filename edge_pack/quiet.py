@@ -12,6 +12,14 @@ from contextlib import contextmanager
 
 VERBOSE = False  # set by the CLI's -v
 
+# The process's own stderr, kept aside before any capture redirects fd 2.
+_TERMINAL_STDERR = os.dup(2)
+
+
+def terminal_stderr() -> int:
+    """A descriptor that reaches the user's stderr even while a capture is active."""
+    return _TERMINAL_STDERR
+
 
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])

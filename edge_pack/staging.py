@@ -1,7 +1,10 @@
 """Output folders appear whole or not at all: work happens in a hidden sibling folder that is renamed
-into place at the end, so a failure leaves the previous folder (or nothing) behind."""
+into place at the end, so a failure, an interrupt or a full disk leaves the previous folder (or nothing)
+behind. One process at a time writes a folder: a lock file beside it says who."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
@@ -9,6 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+
+# Work folders being written now; the watchdog removes them before it ends a stuck process.
+ACTIVE: set[Path] = set()
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def check_disk_full(exc: BaseException, folder: Path) -> None:
+    """Turn a full disk into the user's problem to solve, said plainly; other errors pass through."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        raise UserError(f"the disk holding {folder} is full ({exc.strerror}); free space or choose another "
+                        f"--out; {folder} was left as it was") from None
 
 
 def _writable_parent(out: Path) -> Path:
@@ -25,26 +39,62 @@ def _writable_parent(out: Path) -> Path:
 
 
 @contextmanager
+def locked(out: Path):
+    """Hold `.<name>.lock` beside `out` for the block. A second process fails fast, naming the holder.
+    While held, leftovers of an earlier process that was killed (its hidden work folders) are removed."""
+    out = out.resolve()
+    parent = _writable_parent(out)
+    lock_path = parent / f".{out.name}.lock"
+    try:
+        handle = open(lock_path, "a+")
+    except OSError as exc:
+        raise UserError(f"cannot write to {parent} ({exc.strerror}); choose another --out folder") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(f"another edge-pack process (pid {holder}) is writing {out}; wait for it to finish "
+                            "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        for stale in parent.glob(f".{out.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in parent.glob(f".{out.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield out
+    finally:
+        lock_path.unlink(missing_ok=True)
+        handle.close()
+
+
+@contextmanager
 def staged_folder(out: Path, keep: tuple[str, ...] = ()):
     """Yield an empty work folder that replaces `out` when the block succeeds. Entries of an existing
     `out` named in `keep` are carried over (hard-linked where possible) so a build of one target keeps
     the others."""
-    out = out.resolve()
-    parent = _writable_parent(out)
-    try:
-        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    except OSError as exc:
-        raise UserError(f"cannot write to {parent} ({exc.strerror}); choose another --out folder") from None
-    os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets normal permissions
-    try:
-        for name in keep:
-            if (out / name).is_dir():
-                shutil.copytree(out / name, work / name, copy_function=_link_or_copy)
-        yield work
-        _swap(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with locked(out) as out:
+        try:
+            work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        except OSError as exc:
+            raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out folder") from None
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets normal permissions
+        ACTIVE.add(work)
+        try:
+            for name in keep:
+                if (out / name).is_dir():
+                    shutil.copytree(out / name, work / name, copy_function=_link_or_copy)
+            yield work
+            _swap(work, out)
+        except OSError as exc:
+            check_disk_full(exc, out)
+            raise
+        finally:
+            ACTIVE.discard(work)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _umask() -> int:

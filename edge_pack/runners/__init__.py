@@ -33,5 +33,7 @@ class RunResult:
 
 
 def get_runner(name: str):
-    """The module edge_pack.runners.<name>; it offers run(files, samples, latency_input, options)."""
-    return importlib.import_module(f"{__name__}.{name}")
+    """The module edge_pack.runners.<name>, or a user's own module when the name is dotted
+    (e.g. runtime = "mycompany.edge_runner" in a target TOML); it offers run(files, samples, latency_input,
+    options)."""
+    return importlib.import_module(name if "." in name else f"{__name__}.{name}")
