@@ -15,16 +15,13 @@ from .errors import EXIT_FAILED, EXIT_OK, UserError
 # Exit codes: 0 pass, 1 a gate failed, 2 bad input (errors.py), 3 a bug, 4 a step ran out of time
 # (watchdog.py), 130/143 interrupted by SIGINT/SIGTERM.
 EXIT_INTERNAL = 3
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that work folders are removed on the way out."""
+_signals: list[int] = []
 
 
 def _on_sigterm(signum, frame):
-    raise Terminated()
+    # Handled like Ctrl-C, so that work folders are removed on the way out (click turns it into Abort).
+    _signals.append(signum)
+    raise KeyboardInterrupt
 DEFAULT_SLA = "edge-pack.toml"
 
 
@@ -47,6 +44,17 @@ def cli(verbose: bool) -> None:
     quiet.VERBOSE = verbose
 
 
+def _register_target_files(ctx, param, value):
+    from .targets import add_target_files
+
+    add_target_files(value)
+    return value
+
+
+target_file_flag = click.option(
+    "--target-file", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), expose_value=False,
+    callback=_register_target_files, is_eager=True, help="A target of your own (TOML, as in targets/); repeatable.")
+
 source_flags = [
     click.option("--allow-pickle", is_flag=True, help="Allow pickle checkpoints (.bin/.pt), which can run code."),
     click.option("--trust-remote-code", is_flag=True, help="Allow model code shipped inside the model folder."),
@@ -68,20 +76,19 @@ def _with(options):
               "Default: the target's default set (see `edge-pack targets`).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Bundle folder; written whole at the end, or left as it was.")
-@click.option("--target-file", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="An extra target description (TOML), as in targets/.")
+@target_file_flag
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
 @_with(source_flags)
-def build(source, targets, precisions, out, target_file, timeout, as_json, allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2."""
     from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
     manifest = run_build(source, targets or ("all",), list(precisions) or None, out, allow_pickle=allow_pickle,
-                         trust_remote_code=trust_remote_code, target_files=target_file, progress=not as_json,
+                         trust_remote_code=trust_remote_code, progress=not as_json,
                          options=BuildOptions(timeout_s=timeout))
     if as_json:
         _emit_json(manifest)
@@ -106,6 +113,7 @@ def build(source, targets, precisions, out, target_file, timeout, as_json, allow
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(1, 8192),
               help="Tokens in the latency input of text models.")
 @click.option("--runtime", help="Runner to measure with (see `edge-pack targets`).")
+@target_file_flag
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
@@ -133,6 +141,7 @@ def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads,
 @cli.command()
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--deep", is_flag=True, help="Also load and run every artifact once on its runtime.")
+@target_file_flag
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def verify(folder, deep, as_json) -> int:
     """Re-hash every file of a bundle against its manifest (and check the manifest's schema); exit 1
@@ -153,6 +162,7 @@ def verify(folder, deep, as_json) -> int:
 
 
 @cli.command()
+@target_file_flag
 @click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
 def targets(as_json) -> int:
     """List the targets, their precisions and defaults, and whether each toolchain is installed here."""
@@ -182,9 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("edge-pack: interrupted; output folders were left as they were", err=True)
-        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        code = 128 + (_signals[0] if _signals else signal.SIGINT)
     except Exception as exc:  # a bug: say so in one line, the traceback with -v
         if quiet.VERBOSE:
             traceback.print_exc()

@@ -164,11 +164,24 @@ def _read_npz(path: Path, specs: list[InputSpec] | None) -> tuple[list[dict], np
     if len(counts) != 1 or not counts or 0 in counts:
         raise UserError(f"{path}: arrays must share their first (sample) axis and not be empty; "
                         f"found lengths {sorted(counts)}")
+    for spec in specs:
+        _check_array(path, spec, arrays[spec.name])
     dtypes = {s.name: np.dtype(s.dtype) for s in specs}
     samples = [{n: arrays[n][i:i + 1].astype(dtypes[n]) for n in names} for i in range(counts.pop())]
     if labels is not None and labels.dtype.kind not in "iu":
         raise UserError(f"{path}: labels must be integers (class indices), found {labels.dtype}")
     return samples, None if labels is None else labels.astype(np.int64)
+
+
+def _check_array(path: Path, spec: InputSpec, array: np.ndarray) -> None:
+    """Samples stacked on the first axis, each shaped and typed as the model's input."""
+    if array.dtype.kind not in "biuf":
+        raise UserError(f"{path}: array {spec.name} holds {array.dtype}, not numbers; save numeric arrays")
+    expected = tuple(spec.shape)
+    if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected[1:], array.shape[1:])):
+        shape = ", ".join("?" if d is None else str(d) for d in ("N", *expected[1:]))
+        raise UserError(f"{path}: array {spec.name} has shape {array.shape}; the model takes ({shape}) with "
+                        "samples on the first axis")
 
 
 def _rows(path: Path):

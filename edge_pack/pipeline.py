@@ -9,15 +9,15 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ConversionError, NotApplicable, RunnerError, UserError
-from .evalset import Preprocessor, make_evalset
+from .evalset import TEXT_TASKS, Preprocessor, make_evalset
 from .manifest import SCHEMA, file_entry, read_manifest, write_manifest
 from .measure import reference_vectors, validate
 from .memory import step_usage
 from .progress import steps
 from .quiet import captured
 from .source import SourceModel, input_specs, load_source
-from .staging import check_disk_full, staged_folder
-from .targets import Target, get_target, library_versions, load_targets
+from .staging import check_disk_full, locked, staged_folder
+from .targets import Target, add_target_files, get_target, library_versions, load_targets
 from .watchdog import deadline
 
 VALIDATION_SAMPLES = 8
@@ -32,10 +32,10 @@ class BuildOptions:
     timeout_s: float | None = 3600.0  # bound on each export/conversion step and each validation run
 
 
-def resolve_targets(names: tuple[str, ...] | list[str], extra: tuple[Path, ...] = ()) -> list[Target]:
+def resolve_targets(names: tuple[str, ...] | list[str]) -> list[Target]:
     if not names or "all" in names:
-        return list(load_targets(extra).values())
-    return [get_target(n, extra) for n in dict.fromkeys(names)]
+        return list(load_targets().values())
+    return [get_target(n) for n in dict.fromkeys(names)]
 
 
 def check_toolchain(target: Target) -> None:
@@ -64,19 +64,24 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
           precisions: list[str] | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
           trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), progress: bool = False,
           options: BuildOptions | None = None) -> dict:
-    """Build every (target, precision) candidate of `source` into `out`; returns the manifest."""
-    if isinstance(source, str):
-        source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    chosen_targets = resolve_targets(targets, target_files)
+    """Build every (target, precision) candidate of `source` into `out`; returns the manifest.
+    `target_files` adds targets of the user's own (TOML files like those in targets/)."""
+    add_target_files(target_files)
+    with locked(Path(out)) as out:  # first: a second writer of the same folder fails before any work
+        if isinstance(source, str):
+            source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        return _build(source, resolve_targets(targets), precisions, out, progress, options or BuildOptions())
+
+
+def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[str] | None, out: Path,
+           progress: bool, options: BuildOptions) -> dict:
     chosen = plan(source, chosen_targets, precisions)
-    out = Path(out)
     previous = _previous_manifest(out, source)
     kept = [name for name in (previous or {}).get("targets", {}) if name not in chosen]
 
     pre = Preprocessor(source.task, source.support_dir, input_specs(source))
     checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
 
-    options = options or BuildOptions()
     with staged_folder(out, keep=tuple(kept)) as work, steps(progress) as bar:
         bar.start("preparing the fp32 reference", total=sum(map(len, chosen.values())) + 1)
         with captured():
@@ -165,15 +170,23 @@ def _artifact(target: Target, name: str, files: list[Path], root: Path, recipe: 
             "recipe": recipe, "validation": check}
 
 
+def _input_record(source: SourceModel, sample: dict) -> list[dict]:
+    """Input names, dtypes and shapes (None where any size goes: a text model's sequence length)."""
+    specs = input_specs(source)
+    if specs:
+        return [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in specs]
+    text = source.task in TEXT_TASKS
+    return [{"name": k, "dtype": str(v.dtype), "shape": [1, None] if text and v.ndim == 2 else list(v.shape)}
+            for k, v in sample.items()]
+
+
 def _manifest(source, checks, previous, kept, artifacts, rejected, target_meta, targets) -> dict:
-    sample = checks.samples[0]
-    inputs = [{"name": k, "dtype": str(v.dtype), "shape": list(v.shape)} for k, v in sample.items()]
     old = previous or {}
     requires = tuple(m.split(".")[0] for t in targets for m in t.requires)
     return {
         "schema": SCHEMA,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {**source.describe(), "inputs": inputs},
+        "source": {**source.describe(), "inputs": _input_record(source, checks.samples[0])},
         "tool": {"edge_pack": __version__, "libraries": library_versions(requires)},
         "targets": {**{k: v for k, v in old.get("targets", {}).items() if k in kept}, **target_meta},
         "artifacts": [a for a in old.get("artifacts", []) if a["target"] in kept] + artifacts,

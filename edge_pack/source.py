@@ -318,8 +318,12 @@ def _hf_model_class(task: str):
 
 def load_hf_model(source: SourceModel):
     cls = _hf_model_class(source.task)
-    return cls.from_pretrained(str(source.path), use_safetensors=not source.allow_pickle,
-                               trust_remote_code=source.trust_remote_code, attn_implementation="eager").eval()
+    try:
+        return cls.from_pretrained(str(source.path), use_safetensors=not source.allow_pickle,
+                                   trust_remote_code=source.trust_remote_code, attn_implementation="eager").eval()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load the model in {source.path} ({first[:200]}); download its files again") from None
 
 
 def _hf_reference(source: SourceModel):

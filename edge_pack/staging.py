@@ -75,26 +75,26 @@ def locked(out: Path):
 def staged_folder(out: Path, keep: tuple[str, ...] = ()):
     """Yield an empty work folder that replaces `out` when the block succeeds. Entries of an existing
     `out` named in `keep` are carried over (hard-linked where possible) so a build of one target keeps
-    the others."""
-    with locked(out) as out:
-        try:
-            work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        except OSError as exc:
-            raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out folder") from None
-        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets normal permissions
-        ACTIVE.add(work)
-        try:
-            for name in keep:
-                if (out / name).is_dir():
-                    shutil.copytree(out / name, work / name, copy_function=_link_or_copy)
-            yield work
-            _swap(work, out)
-        except OSError as exc:
-            check_disk_full(exc, out)
-            raise
-        finally:
-            ACTIVE.discard(work)
-            shutil.rmtree(work, ignore_errors=True)
+    the others. The caller holds `locked(out)`."""
+    out = out.resolve()
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out folder") from None
+    os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets normal permissions
+    ACTIVE.add(work)
+    try:
+        for name in keep:
+            if (out / name).is_dir():
+                shutil.copytree(out / name, work / name, copy_function=_link_or_copy)
+        yield work
+        _swap(work, out)
+    except OSError as exc:
+        check_disk_full(exc, out)
+        raise
+    finally:
+        ACTIVE.discard(work)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _umask() -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,9 +80,22 @@ def _parse(path: Path) -> Target:
         raise UserError(f"target file {path} is invalid ({exc}); compare it with targets/web.toml") from None
 
 
+# A user's own target files (--target-file, or EDGE_PACK_TARGET_FILES separated by os.pathsep).
+_USER_FILES: list[Path] = []
+
+
+def add_target_files(paths) -> None:
+    _USER_FILES.extend(Path(p) for p in paths if Path(p) not in _USER_FILES)
+
+
+def _user_files() -> list[Path]:
+    from_env = [Path(p) for p in os.environ.get("EDGE_PACK_TARGET_FILES", "").split(os.pathsep) if p]
+    return from_env + _USER_FILES
+
+
 def load_targets(extra: tuple[Path, ...] = ()) -> dict[str, Target]:
-    """Built-in targets plus any user TOML files (a user's file may replace a built-in one)."""
-    files = sorted(targets_dir().glob("*.toml")) + [Path(p) for p in extra]
+    """Built-in targets plus the user's TOML files (a user's file may replace a built-in one)."""
+    files = sorted(targets_dir().glob("*.toml")) + _user_files() + [Path(p) for p in extra]
     targets = {}
     for path in files:
         target = _parse(path)

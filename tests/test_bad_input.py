@@ -10,6 +10,8 @@ import pytest
 
 from conftest import assert_one_line_error, edge_pack
 
+pytestmark = pytest.mark.bad_input
+
 
 def _snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

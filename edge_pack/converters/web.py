@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+import onnx
+
 from ..errors import NotApplicable
 from ..quiet import captured
 from ..source import SUPPORT_FILES, SourceModel
@@ -16,6 +18,19 @@ from .onnx_export import MODEL, fp32_onnx
 
 QUANTIZE_CONFIG = "quantize_config.json"
 Q4_BLOCK = 32
+_LIMIT = 1_800_000_000  # protobuf's 2 GB ceiling, with room: larger graphs keep their weights outside
+
+
+def _load(path: Path):
+    return onnx.load(str(path))  # external data, if any, is read from beside the file
+
+
+def _save(model, out: Path) -> None:
+    if model.ByteSize() > _LIMIT:
+        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=out.name + "_data")
+    else:
+        onnx.save(model, str(out))
 
 
 class Converter:
@@ -25,6 +40,10 @@ class Converter:
         self.fp32 = self.fp32_dir / MODEL
         self.recipes: dict[str, dict] = {}
         self._fp16_model = None
+        graph = onnx.load(str(self.fp32), load_external_data=False)
+        self._external = any(t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
+                             for t in graph.graph.initializer)
+        self._large = self.fp32.stat().st_size + sum(p.stat().st_size for p in self.fp32_dir.glob("*_data")) > _LIMIT
 
     def support_files(self) -> list[Path]:
         """Copy config, tokenizer and preprocessor files to the target folder's root; return them."""
@@ -44,7 +63,8 @@ class Converter:
         with captured():
             recipe = getattr(self, f"_{precision}")(out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
-        return [out]
+        data = out.with_name(out.name + "_data")  # Transformers.js' name for external weights
+        return [out, data] if data.is_file() else [out]
 
     def finish(self) -> list[Path]:
         """Write quantize_config.json: how each file was made, so a reader can rebuild or trust it."""
@@ -56,19 +76,18 @@ class Converter:
     # -------------------------------------------------------------------------------------- precisions
 
     def _fp32(self, out: Path) -> dict:
-        shutil.copy2(self.fp32, out)
+        if self._external:
+            _save(_load(self.fp32), out)  # weights re-homed under this file's own name
+        else:
+            shutil.copy2(self.fp32, out)
         exporter = {"hf": "optimum-onnx", "torch": "torch.onnx (dynamo)", "onnx": "source file"}[self.source.kind]
         return {"method": "export", "exporter": exporter}
 
     def _fp16(self, out: Path) -> dict:
-        import onnx
-
-        onnx.save(self._fp16_graph(), str(out))
+        _save(self._fp16_graph(), out)
         return {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
 
     def _has_conv(self) -> bool:
-        import onnx
-
         return any(n.op_type == "Conv" for n in onnx.load(str(self.fp32), load_external_data=False).graph.node)
 
     def _dynamic(self, out: Path, weight_type: str) -> dict:
@@ -77,7 +96,7 @@ class Converter:
         # Per-channel weights keep MiniLM's cosine at 0.99 where per-tensor gives 0.957 (DESIGN.md);
         # reduce_range (7-bit, for old CPUs) costs far more accuracy than it saves.
         quantize_dynamic(str(self.fp32), str(out), weight_type=getattr(QuantType, weight_type), per_channel=True,
-                         reduce_range=False)
+                         reduce_range=False, use_external_data_format=self._large)
         return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type,
                 "per_channel": True, "reduce_range": False, "activations": "dynamic uint8"}
 
@@ -92,9 +111,7 @@ class Converter:
         return self._dynamic(out, "QUInt8")
 
     def _q4(self, out: Path) -> dict:
-        import onnx
-
-        return self._four_bit(onnx.load(str(self.fp32)), out)
+        return self._four_bit(_load(self.fp32), out)
 
     def _q4f16(self, out: Path) -> dict:
         # The quantizer edits the graph it is given: hand it a copy of the shared fp16 graph.
@@ -108,7 +125,7 @@ class Converter:
         config = DefaultWeightOnlyQuantConfig(block_size=Q4_BLOCK, is_symmetric=True, op_types_to_quantize=("MatMul",))
         quantizer = MatMulNBitsQuantizer(model, algo_config=config)
         quantizer.process()
-        quantizer.model.save_model_to_file(str(out), False)
+        _save(quantizer.model.model, out)
         quantized = sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
         if not quantized:
             raise NotApplicable("no MatMul with constant weights to quantize to 4 bits")
@@ -121,7 +138,7 @@ class Converter:
 
         if self._fp16_model is None:
             # keep_io_types: inputs and outputs stay float32, as Transformers.js feeds them.
-            self._fp16_model = convert_float_to_float16(onnx.load(str(self.fp32)), keep_io_types=True)
+            self._fp16_model = convert_float_to_float16(_load(self.fp32), keep_io_types=True)
         return self._fp16_model
 
 
