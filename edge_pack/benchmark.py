@@ -95,7 +95,7 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
             for artifact in plan["artifacts"]:
                 bar.step(f"{name}: measuring {artifact['precision']} on {plan['runtime']}")
                 row = _measure(artifact, bundle, plan["runtime"], task, evalset, plan["options"], baseline, kind,
-                               labeled, base_value)
+                               labeled, base_value, plan["device"])
                 reasons = judge(row, plan["sla"])
                 row["verdict"] = {"passed": not reasons, "reasons": reasons}
                 target_rows.append(row)
@@ -135,7 +135,7 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
     pre = Preprocessor(task, support, specs or None)
     evalset = make_evalset(pre, eval_path, seq_len, _label_names(support, task), embedder=task == "feature-extraction")
-    return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name),
+    return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
             "options": replace(run_options, threads=threads or target.threads)}
 
@@ -170,10 +170,25 @@ def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source:
     return vectors, metrics.output_kind(task, result.outputs[0]), f"fp32 artifact on {result.runtime} ({why_not_source})"
 
 
-def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, labeled, base_value) -> dict:
+def _warnings(size_mb: float, peak_rss_mb: float | None, device: dict) -> list[str]:
+    """What the device's RAM (targets/<name>.toml) says about this candidate."""
+    ram = device.get("ram_mb")
+    if not ram:
+        return []
+    found = []
+    if size_mb > ram:
+        found.append(f"{size_mb:.0f} MB of weights exceed the {device.get('name', 'device')}'s {ram} MB of RAM")
+    elif peak_rss_mb and peak_rss_mb > ram:
+        found.append(f"peak memory {peak_rss_mb:.0f} MB exceeds the {device.get('name', 'device')}'s {ram} MB of RAM")
+    return found
+
+
+def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, labeled, base_value, device) -> dict:
+    size_mb = artifact["bytes"] / MB
     row = {"target": artifact["target"], "precision": artifact["precision"], "format": artifact["format"],
-           "bits": artifact["bits"], "bytes": artifact["bytes"], "size_mb": artifact["bytes"] / MB,
-           "files": [f["path"] for f in artifact["files"]], "error": None}
+           "bits": artifact["bits"], "bytes": artifact["bytes"], "size_mb": size_mb,
+           "files": [f["path"] for f in artifact["files"]], "build": artifact.get("build"), "error": None,
+           "warnings": _warnings(size_mb, None, device)}
     try:
         result, vectors = run_artifact(runtime, [bundle / f["path"] for f in artifact["files"]], task, evalset, opts)
     except RunnerError as exc:
@@ -187,6 +202,7 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
             "load_ms": result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
             "latency_p90_ms": metrics.percentile(result.latency_ms, 90), "latency_runs": len(result.latency_ms),
             "peak_rss_mb": result.peak_rss_mb, "metrics": found,
+            "warnings": _warnings(size_mb, result.peak_rss_mb, device),
             "quality": {"name": name, "value": value, "baseline": base_value, "ratio": ratio,
                         "delta": value - base_value}}
 

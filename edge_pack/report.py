@@ -46,6 +46,7 @@ def verdict_table(results: dict) -> Group:
             verdict = row["verdict"]
             mark = ("[green]pass[/]" + (" [bold]★ ship[/]" if row["precision"] == target["recommended"] else "")
                     if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
+            mark += "".join(f"\n[yellow]⚠ {w}[/]" for w in row.get("warnings", []))
             table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row), _agreement(row),
                           _num(row.get("latency_p50_ms")), _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
         for rejected in target.get("rejected_at_build", []):

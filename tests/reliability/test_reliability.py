@@ -306,3 +306,27 @@ def test_verify_deep_runs_every_artifact(tmp_path, topic_classifier):
     assert run.code == 1
     (failure,) = run.json()["unloadable"]
     assert failure["precision"] == "q8" and failure["error"]
+
+
+# ------------------------------------------------------------------------------------- resources
+
+def test_memory_per_build_step_and_device_ram_warning(tmp_path, topic_classifier):
+    """A device with less RAM than the model needs gets a warning in the table; every build step's peak
+    memory lands in the manifest and in results.json."""
+    tiny = tmp_path / "tiny-device.toml"
+    tiny.write_text((ROOT / "targets" / "web.toml").read_text().replace('name = "web"', 'name = "tiny"')
+                    .replace("ram_mb = 4096", "ram_mb = 0.2"))
+    out = tmp_path / "b"
+    run = edge_pack("build", topic_classifier, "--target-file", tiny, "-t", "tiny", "-p", "fp32", "-p", "q8", "-o", out)
+    assert run.code == 0, run.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["targets"]["tiny"]["export"]["peak_rss_mb"] > 100  # torch + the model were in memory
+    for artifact in manifest["artifacts"]:
+        assert artifact["build"]["seconds"] > 0 and artifact["build"]["peak_rss_mb"] > 50
+    run = edge_pack("bench", out, "--target-file", tiny, "--runs", "1", "--json")
+    rows = {r["precision"]: r for r in run.json()["rows"]}
+    assert "exceed the" in rows["fp32"]["warnings"][0] and "0.2 MB of RAM" in rows["fp32"]["warnings"][0]
+    assert rows["q8"]["warnings"] == [] or "peak memory" in rows["q8"]["warnings"][0]
+    assert rows["fp32"]["build"] == next(a["build"] for a in manifest["artifacts"] if a["precision"] == "fp32")
+    table = edge_pack("bench", out, "--target-file", tiny, "--runs", "1")
+    assert "⚠" in table.stdout
