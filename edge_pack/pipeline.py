@@ -45,8 +45,11 @@ def check_toolchain(target: Target) -> None:
                         f"install it with: {target.install_hint}")
 
 
-def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None) -> dict[str, list[str]]:
-    """The precisions to build per target; a precision a target lacks is an error, not a silent skip."""
+def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None,
+         options: BuildOptions | None = None) -> dict[str, list[str]]:
+    """The precisions to build per target; a precision a target lacks is an error, not a silent skip. A
+    converter module may also offer check(source, target, precisions, options) to refuse bad settings
+    (e.g. a precision the chosen OS version cannot run) before any work starts."""
     chosen = {}
     for target in targets:
         check_toolchain(target)
@@ -56,6 +59,9 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | Non
         names = list(dict.fromkeys(precisions)) if precisions else list(target.default_precisions)
         for name in names:
             target.precision(name)
+        check = getattr(importlib.import_module(f"edge_pack.converters.{target.converter}"), "check", None)
+        if check is not None:
+            check(source, target, names, options or BuildOptions())
         chosen[target.name] = names
     return chosen
 
@@ -68,7 +74,8 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
     if isinstance(source, str):
         source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     chosen_targets = resolve_targets(targets, target_files)
-    chosen = plan(source, chosen_targets, precisions)
+    options = options or BuildOptions()
+    chosen = plan(source, chosen_targets, precisions, options)
     out = Path(out)
     previous = _previous_manifest(out, source)
     kept = [name for name in (previous or {}).get("targets", {}) if name not in chosen]
@@ -76,7 +83,6 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
     pre = Preprocessor(source.task, source.support_dir, input_specs(source))
     checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
 
-    options = options or BuildOptions()
     with staged_folder(out, keep=tuple(kept)) as work, steps(progress) as bar:
         bar.start("preparing the fp32 reference", total=sum(map(len, chosen.values())) + 1)
         with captured():
