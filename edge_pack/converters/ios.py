@@ -184,7 +184,8 @@ class Converter:
 
 def _register_missing_torch_ops() -> None:
     """Teach coremltools the ATen ops torch.export emits that coremltools 9.0 does not translate yet (with its
-    own registration API): aten.alias, a no-op view."""
+    own registration API): aten.alias, a no-op view. (transformers' masks also emit new_ones and diff, which
+    run_decompositions() rewrites into ops coremltools knows.)"""
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.frontend.torch.ops import _get_inputs
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY, register_torch_op
