@@ -624,9 +624,9 @@ class Emulator:
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env = dict(self.constants)
+        for feature in self.spec.description.input:
+            _check_shape(feature, inputs.get(feature.name))
         for name, dtype in self.inputs.items():
-            if name not in inputs:
-                raise ValueError(f"input {name} is missing; the model takes {', '.join(self.inputs)}")
             env[name] = torch.from_numpy(np.ascontiguousarray(inputs[name])).to(_torch_dtype(dtype, self.fp32))
         with torch.no_grad():
             for o, defaults, ctx in self.steps:
@@ -638,6 +638,25 @@ class Emulator:
                 for var, value in zip(o.outputs, results):
                     env[var.name] = value
         return {name: _numpy(env[name]) for name in self.outputs}
+
+
+def _check_shape(feature, value) -> None:
+    """Refuse what Core ML refuses: a missing input, or a shape outside what the package declares."""
+    if value is None:
+        raise ValueError(f"input {feature.name} is missing")
+    array = feature.type.multiArrayType
+    ranges = array.shapeRange.sizeRanges
+    enumerated = [tuple(s.shape) for s in array.enumeratedShapes.shapes]
+    if ranges:
+        fits = len(ranges) == value.ndim and all(r.lowerBound <= d and (r.upperBound < 0 or d <= r.upperBound)
+                                                 for r, d in zip(ranges, value.shape))
+        allowed = " × ".join(f"{r.lowerBound}..{r.upperBound}" for r in ranges)
+    elif enumerated:
+        fits, allowed = tuple(value.shape) in enumerated, " or ".join(map(str, enumerated))
+    else:
+        fits, allowed = tuple(value.shape) == tuple(array.shape), str(tuple(array.shape))
+    if not fits:
+        raise ValueError(f"input {feature.name} has shape {tuple(value.shape)}; the package takes {allowed}")
 
 
 def _numpy(value) -> np.ndarray:

@@ -132,6 +132,7 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
             check_disk_full(exc, work)  # ...unless the disk is full: then nothing else will fit either
             for path in files:
                 path.unlink(missing_ok=True)
+            _remove_empty_folders(target_dir)  # an artifact that is a folder (e.g. .mlpackage) goes whole
             skipped = isinstance(exc, NotApplicable)
             rejected.append({"target": target.name, "precision": name, "reason": _reason(exc),
                              "status": "skipped" if skipped else "failed"})
@@ -144,6 +145,12 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
     meta = {"description": target.description, "format": target.format, "runtime": target.runtime,
             "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support]}
     return {"artifacts": artifacts, "rejected": rejected, "meta": meta}
+
+
+def _remove_empty_folders(root: Path) -> None:
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _reason(exc: BaseException) -> str:

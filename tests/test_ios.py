@@ -126,8 +126,7 @@ def test_compressed_packages_stay_close_to_torch(converted):
 
 
 def test_text_inputs_keep_a_flexible_sequence_length(converted):
-    converter, packages, inputs, _ = converted["topic-classifier-" + next(
-        k.split("topic-classifier-")[1] for k in converted if k.startswith("topic-classifier-"))]
+    converter, packages, inputs, _ = converted[next(k for k in converted if k.startswith("topic-classifier-"))]
     recipe = converter.recipes["int8"]
     assert [i["name"] for i in recipe["inputs"]] == ["input_ids", "token_type_ids", "attention_mask"]
     assert all(i["dtype"] == "int32" and i["flexible"] == {"1": [1, 64]} for i in recipe["inputs"])
@@ -213,3 +212,11 @@ def test_precisions_a_deployment_target_cannot_run_are_refused(minilm, tmp_path)
     assert not out.exists()
     assert edge_pack("build", "demo", "-t", "ios", "--min-ios", "15", "-o", out).code == 2
     assert edge_pack("bench", tmp_path, "--compute-units", "gpu").code == 2
+
+
+def test_the_emulator_refuses_shapes_the_package_does_not_take(converted):
+    name = next(k for k in converted if k.startswith("topic-classifier-"))
+    emulator = Emulator(converted[name][1]["int8"])
+    too_long = {k: np.ones((1, 65), dtype=np.int32) for k in ("input_ids", "token_type_ids", "attention_mask")}
+    with pytest.raises(ValueError, match=r"input input_ids has shape \(1, 65\); the package takes 1..1 × 1..64"):
+        emulator.predict(too_long)

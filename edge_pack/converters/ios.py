@@ -262,8 +262,10 @@ def describe_package(path: Path) -> dict:
 
 
 def _feature(feature) -> dict:
+    from coremltools.proto.FeatureTypes_pb2 import ArrayFeatureType
+
     array = feature.type.multiArrayType
-    entry = {"name": feature.name, "dtype": _ARRAY_TYPES.get(array.dataType, str(array.dataType)),
+    entry = {"name": feature.name, "dtype": ArrayFeatureType.ArrayDataType.Name(array.dataType).lower(),
              "shape": list(array.shape)}
     ranges = array.shapeRange.sizeRanges
     flexible = {str(i): [r.lowerBound, r.upperBound] for i, r in enumerate(ranges) if r.lowerBound != r.upperBound}
@@ -271,8 +273,6 @@ def _feature(feature) -> dict:
         entry["flexible"] = flexible  # axis -> [min, max]; "shape" is the default
     return entry
 
-
-_ARRAY_TYPES = {65568: "float32", 65552: "float16", 65600: "float64", 131104: "int32", 131080: "int8"}
 
 
 def weight_storage(model) -> dict:
