@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/edge-pack build demo --target web --out dist/demo
+	$(BIN)/edge-pack build demo --target web --target ios --out dist/demo
 	$(BIN)/edge-pack bench dist/demo --eval examples/demo/eval.jsonl --sla examples/demo/edge-pack.toml
 
 test: install

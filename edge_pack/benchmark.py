@@ -18,7 +18,7 @@ from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
 from .measure import reference_vectors, run_artifact
 from .progress import steps
 from .runners import RunOptions
-from .sla import cheapest, judge
+from .sla import cheapest, judge, unchecked
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked, write_atomic
 from .targets import get_target, load_targets
@@ -30,10 +30,12 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
           eval_path: str | Path | None = None, sla_path: str | Path | None = None, runs: int = 20,
           warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
           timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
-          progress: bool = False) -> dict:
-    """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that."""
+          progress: bool = False, runner_options: dict | None = None) -> dict:
+    """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that.
+    runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}."""
     options = dict(eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
-                   seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress)
+                   seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress,
+                   runner_options=runner_options)
     if (Path(path) / MANIFEST).is_file():
         with locked(Path(path)):  # a build swapping this folder meanwhile would mix two bundles' numbers
             return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
@@ -62,7 +64,8 @@ def _baseline_source(manifest: dict) -> SourceModel | None:
 def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
                  eval_path=None, sla_path=None, runs: int = 20, warmup: int = 3, threads: int | None = None,
                  seq_len: int = 128, runtime: str | None = None, timeout_s: float = 900.0,
-                 progress: bool = False, write: bool = True, source: SourceModel | None = None) -> dict:
+                 progress: bool = False, write: bool = True, source: SourceModel | None = None,
+                 runner_options: dict | None = None) -> dict:
     manifest = read_manifest(bundle)
     config = load_config(sla_path, tuple(load_targets()))
     names = list(dict.fromkeys(targets)) if targets and "all" not in targets else list(manifest.get("targets", {}))
@@ -77,7 +80,7 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     chosen = [a for a in manifest["artifacts"] if a["target"] in names
               and (not precisions or a["precision"] in precisions)]
     # Everything a user can get wrong is checked before the first measurement.
-    run_options = RunOptions(warmup=warmup, runs=runs, timeout_s=timeout_s)
+    run_options = RunOptions(warmup=warmup, runs=runs, timeout_s=timeout_s, extra=dict(runner_options or {}))
     plans = [_plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
                    run_options) for name in names]
     rows, per_target = [], {}
@@ -97,7 +100,7 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
                 row = _measure(artifact, bundle, plan["runtime"], task, evalset, plan["options"], baseline, kind,
                                labeled, base_value, plan["device"])
                 reasons = judge(row, plan["sla"])
-                row["verdict"] = {"passed": not reasons, "reasons": reasons}
+                row["verdict"] = {"passed": not reasons, "reasons": reasons, "unchecked": unchecked(row, plan["sla"])}
                 target_rows.append(row)
                 bar.advance()
             best = cheapest(target_rows)
@@ -198,10 +201,11 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
         found["accuracy"] = metrics.accuracy(kind, vectors, evalset.labels)
     name, value = metrics.headline(kind, found, labeled)
     ratio = value / base_value if base_value else None
+    note = result.latency_note  # timings that would not be the device's are not reported at all
     return {**row, "runtime": result.runtime, "host": result.host, "threads": opts.threads,
-            "load_ms": result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
+            "load_ms": None if note else result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
             "latency_p90_ms": metrics.percentile(result.latency_ms, 90), "latency_runs": len(result.latency_ms),
-            "peak_rss_mb": result.peak_rss_mb, "metrics": found,
+            "latency_note": note, "peak_rss_mb": result.peak_rss_mb, "metrics": found,
             "warnings": _warnings(size_mb, result.peak_rss_mb, device),
             "quality": {"name": name, "value": value, "baseline": base_value, "ratio": ratio,
                         "delta": value - base_value}}
@@ -214,7 +218,8 @@ def _write(bundle: Path, manifest: dict, results: dict) -> None:
         row = measured.get((artifact["target"], artifact["precision"]))
         if row:
             artifact["measured"] = {k: row.get(k) for k in ("runtime", "load_ms", "latency_p50_ms", "latency_p90_ms",
-                                                            "peak_rss_mb", "quality", "metrics", "verdict", "error")}
+                                                            "latency_note", "peak_rss_mb", "quality", "metrics",
+                                                            "verdict", "error")}
     manifest["verdict"] = {name: {"recommended": t["recommended"], "passed": t["passed"], "sla": t["sla"]}
                            for name, t in results["targets"].items()}
     write_manifest(bundle, manifest)

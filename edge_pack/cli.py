@@ -80,16 +80,24 @@ def _with(options):
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
+@click.option("--min-ios", type=click.Choice(["16", "17", "18"]), help="ios: the oldest iOS the packages must "
+              "run on (default 16); precisions that need a newer one are refused.")
+@click.option("--quantize-embeddings", is_flag=True, help="ios: compress embedding tables too, not only "
+              "linear/conv weights (smaller, less accurate at 4 bits).")
 @_with(source_flags)
-def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, timeout, as_json, min_ios, quantize_embeddings,
+          allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2."""
     from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
+    target_options = {"min_ios": int(min_ios)} if min_ios else {}
+    if quantize_embeddings:
+        target_options["quantize_embeddings"] = True
     manifest = run_build(source, targets or ("all",), list(precisions) or None, out, allow_pickle=allow_pickle,
                          trust_remote_code=trust_remote_code, progress=not as_json,
-                         options=BuildOptions(timeout_s=timeout))
+                         options=BuildOptions(timeout_s=timeout, target_options=target_options))
     if as_json:
         _emit_json(manifest)
     else:
@@ -117,9 +125,11 @@ def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trus
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
+@click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu-gpu", "cpu-ne"]),
+              help="ios on macOS: the Core ML compute units to run on (default all).")
 @_with(source_flags)
 def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads, seq_len, runtime, timeout, as_json,
-          allow_pickle, trust_remote_code) -> int:
+          compute_units, allow_pickle, trust_remote_code) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA and print the verdict. Exit 1 when a target has no passing candidate."""
     from .benchmark import bench as run_bench
@@ -130,7 +140,8 @@ def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads,
     results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
                         eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
                         seq_len=seq_len, runtime=runtime, timeout_s=timeout, allow_pickle=allow_pickle,
-                        trust_remote_code=trust_remote_code, progress=not as_json)
+                        trust_remote_code=trust_remote_code, progress=not as_json,
+                        runner_options={"compute_units": compute_units} if compute_units else None)
     if as_json:
         _emit_json(results)
     else:

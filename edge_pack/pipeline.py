@@ -45,8 +45,11 @@ def check_toolchain(target: Target) -> None:
                         f"install it with: {target.install_hint}")
 
 
-def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None) -> dict[str, list[str]]:
-    """The precisions to build per target; a precision a target lacks is an error, not a silent skip."""
+def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None,
+         options: BuildOptions | None = None) -> dict[str, list[str]]:
+    """The precisions to build per target; a precision a target lacks is an error, not a silent skip. A
+    converter module may also offer check(source, target, precisions, options) to refuse bad settings
+    (e.g. a precision the chosen OS version cannot run) before any work starts."""
     chosen = {}
     for target in targets:
         check_toolchain(target)
@@ -56,6 +59,9 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | Non
         names = list(dict.fromkeys(precisions)) if precisions else list(target.default_precisions)
         for name in names:
             target.precision(name)
+        check = getattr(importlib.import_module(f"edge_pack.converters.{target.converter}"), "check", None)
+        if check is not None:
+            check(source, target, names, options or BuildOptions())
         chosen[target.name] = names
     return chosen
 
@@ -75,7 +81,7 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
 
 def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[str] | None, out: Path,
            progress: bool, options: BuildOptions) -> dict:
-    chosen = plan(source, chosen_targets, precisions)
+    chosen = plan(source, chosen_targets, precisions, options)
     previous = _previous_manifest(out, source)
     kept = [name for name in (previous or {}).get("targets", {}) if name not in chosen]
 
@@ -131,6 +137,7 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
             check_disk_full(exc, work)  # ...unless the disk is full: then nothing else will fit either
             for path in files:
                 path.unlink(missing_ok=True)
+            _remove_empty_folders(target_dir)  # an artifact that is a folder (e.g. .mlpackage) goes whole
             skipped = isinstance(exc, NotApplicable)
             rejected.append({"target": target.name, "precision": name, "reason": _reason(exc),
                              "status": "skipped" if skipped else "failed"})
@@ -143,6 +150,12 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
     meta = {"description": target.description, "format": target.format, "runtime": target.runtime,
             "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support]}
     return {"artifacts": artifacts, "rejected": rejected, "meta": meta}
+
+
+def _remove_empty_folders(root: Path) -> None:
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _reason(exc: BaseException) -> str:

@@ -46,9 +46,12 @@ def verdict_table(results: dict) -> Group:
             verdict = row["verdict"]
             mark = ("[green]pass[/]" + (" [bold]★ ship[/]" if row["precision"] == target["recommended"] else "")
                     if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
+            if verdict.get("unchecked"):
+                mark += " [yellow](latency not checked)[/]"
             mark += "".join(f"\n[yellow]⚠ {w}[/]" for w in row.get("warnings", []))
+            p50 = f"[yellow]{row['latency_note']}[/]" if row.get("latency_note") else _num(row.get("latency_p50_ms"))
             table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row), _agreement(row),
-                          _num(row.get("latency_p50_ms")), _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
+                          p50, _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
         for rejected in target.get("rejected_at_build", []):
             status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
             table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", f"{status}: {rejected['reason']}")
@@ -59,8 +62,9 @@ def verdict_table(results: dict) -> Group:
         ]
         if target["recommended"]:
             best = next(r for r in results["rows"] if r["target"] == name and r["precision"] == target["recommended"])
+            latency = best["latency_note"] if best.get("latency_note") else f"p50 {_num(best.get('latency_p50_ms'))} ms"
             notes.append(f"[bold green]{name}: ship {best['precision']}[/] — cheapest passing candidate "
-                         f"({_num(best['size_mb'])} MB, p50 {_num(best.get('latency_p50_ms'))} ms)")
+                         f"({_num(best['size_mb'])} MB, {latency})")
         else:
             notes.append(f"[bold red]{name}: no candidate meets the SLA[/] — see the reasons above")
         parts += [table, *(Text.from_markup(n) for n in notes), Text("")]

@@ -43,6 +43,13 @@ def judge(row: dict, sla: Sla) -> list[str]:
     return reasons
 
 
+def unchecked(row: dict, sla: Sla) -> list[str]:
+    """SLA terms the row cannot be judged on, and why (a runtime that takes no device timings says so)."""
+    if sla.max_latency_ms is not None and row.get("latency_p50_ms") is None and row.get("latency_note"):
+        return [f"max_latency_ms {sla.max_latency_ms:g} not checked: {row['latency_note']}"]
+    return []
+
+
 def cheapest(rows: list[dict]) -> dict | None:
     """The passing candidate that costs least: smallest, then fastest."""
     passing = [r for r in rows if r["verdict"]["passed"]]

@@ -19,6 +19,9 @@ class Precision:
     bits: float  # nominal bits per weight, for the size/accuracy cliff
     min_cosine: float  # build-time validation floor against the fp32 source
     max_abs: float | None = None
+    # Any other keys of the precision's table: how the target's converter makes it (e.g. a compression
+    # recipe, the oldest OS that runs it); only that converter reads them.
+    settings: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,16 @@ def _importable(module: str) -> bool:
         return False
 
 
+_PRECISION_KEYS = ("file", "bits", "min_cosine", "max_abs")
+
+
 def _parse(path: Path) -> Target:
     try:
         data = tomllib.loads(path.read_text())
         precisions = {
             name: Precision(name=name, file=p["file"], bits=float(p["bits"]), min_cosine=float(p["min_cosine"]),
-                            max_abs=p.get("max_abs"))
+                            max_abs=p.get("max_abs"),
+                            settings={k: v for k, v in p.items() if k not in _PRECISION_KEYS})
             for name, p in data["precisions"].items()
         }
         defaults = tuple(data["default_precisions"])

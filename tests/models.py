@@ -2,7 +2,8 @@
 
 - a topic classifier: a 2-layer BERT with its own WordPiece tokenizer, trained on templated sentences;
 - a digits classifier: a 2-layer ViT with a ViT image processor, trained on scikit-learn's digits;
-each saved as a Hugging Face folder with safetensors, with a labeled held-out eval file beside it.
+each saved as a Hugging Face folder with safetensors, with a labeled held-out eval file beside it;
+- a tiny Llama-style decoder, as a PyTorch entry point (models:tiny_llama).
 """
 from __future__ import annotations
 
@@ -151,3 +152,26 @@ def _build_digits_classifier(work: Path) -> None:
         _digit_image(digits.data[index]).save(work / name)
         rows.append({"image": name, "label": str(digits.target[index])})
     _write_jsonl(work / "eval.jsonl", rows)
+
+
+def tiny_llama():
+    """PyTorch entry point (`models:tiny_llama`): a seeded 2-layer Llama-style decoder (RMSNorm, rotary
+    embeddings, grouped-query attention, SwiGLU) from input_ids to next-token logits. Random weights: the
+    tests that use it compare runtimes with torch, not with language."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids):
+            return self.model(input_ids=input_ids, use_cache=False, return_dict=False)[0]
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         attn_implementation="eager")
+    ids = torch.randint(0, config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(1))
+    return Logits(LlamaForCausalLM(config).eval()), {"input_ids": ids}

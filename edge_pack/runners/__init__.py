@@ -30,6 +30,9 @@ class RunResult:
     postprocessed: bool = False
     # Measures only the runtime can take (tokens/s, perplexity...), merged into the row's metrics.
     metrics: dict = field(default_factory=dict)
+    # Set when this runtime's timings would not be the device's (an emulator): it takes none, and reports
+    # show this note (e.g. "emulated — no device latency") where latency and load time would be.
+    latency_note: str | None = None
 
 
 def get_runner(name: str):
