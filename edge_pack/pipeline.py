@@ -45,23 +45,22 @@ def check_toolchain(target: Target) -> None:
                         f"install it with: {target.install_hint}")
 
 
-def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None) -> dict[str, list[str]]:
-    """The precisions to build per target; a precision a target lacks is an error, not a silent skip."""
+def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str | dict | None) -> dict[str, list[str]]:
+    """The precisions to build per target (`precisions` may be one list for all targets, "sweep", or a dict
+    per target); a precision a target lacks is an error, not a silent skip."""
     chosen = {}
     for target in targets:
         check_toolchain(target)
         if source.task not in target.tasks:
             raise UserError(f"target {target.name} cannot run a {source.task} model; it takes "
                             f"{', '.join(target.tasks)}")
-        names = list(dict.fromkeys(precisions)) if precisions else list(target.default_precisions)
-        for name in names:
-            target.precision(name)
-        chosen[target.name] = names
+        wanted = precisions.get(target.name) if isinstance(precisions, dict) else precisions
+        chosen[target.name] = target.choose(wanted or None)
     return chosen
 
 
 def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("web",),
-          precisions: list[str] | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
+          precisions: list[str] | str | dict | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
           trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), progress: bool = False,
           options: BuildOptions | None = None) -> dict:
     """Build every (target, precision) candidate of `source` into `out`; returns the manifest."""

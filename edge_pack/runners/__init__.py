@@ -30,6 +30,10 @@ class RunResult:
     postprocessed: bool = False
     # Measures only the runtime can take (tokens/s, perplexity...), merged into the row's metrics.
     metrics: dict = field(default_factory=dict)
+    # How the numbers were obtained when not by running the artifact on its real runtime and device:
+    # {"outputs": "emulated"} (e.g. a faithful emulator of the device runtime), {"latency": "estimated"}
+    # (from device facts). Anything not named here was "measured".
+    obtained: dict = field(default_factory=dict)
 
 
 def get_runner(name: str):
