@@ -113,6 +113,9 @@ class _Reader:
             if key not in TOP_KEYS:
                 self.fail(key, f"is not a known key; edge-pack.toml takes {', '.join(TOP_KEYS)}")
         files = tuple(self.path_value(f"target_files.{i}", v) for i, v in enumerate(self.strings("target_files", data)))
+        for file in files:
+            if not file.is_file():
+                self.fail("target_files", f"names {file}, which does not exist")
         try:
             known = tuple(load_targets(files + tuple(extra_targets)))
         except UserError as exc:

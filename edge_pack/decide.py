@@ -56,9 +56,12 @@ def cliff(rows: list[dict], sla: Sla, baseline: float) -> dict:
                 f"(lowest: {lowest['precision']}, {lowest['value']:.3f})")
     else:
         first = next(p for p in points if p["bits"] == falls_at and not p["keeps_quality"])
-        fall = f"at {falls_at:g} bits {first['precision']} falls to {first['value']:.3f} < {floor:.3f}"
-        text = (f"{name} holds down to {holds_to:g} bits; {fall}" if holds_to is not None
-                else f"{name} is below the SLA at every bit width measured: {fall}")
+        if holds_to is not None:
+            text = (f"{name} holds down to {holds_to:g} bits; at {falls_at:g} bits {first['precision']} falls to "
+                    f"{first['value']:.3f} < {floor:.3f}")
+        else:
+            text = (f"{name} is below the SLA already at {falls_at:g} bits, the most measured: {first['precision']} "
+                    f"{first['value']:.3f} < {floor:.3f}")
     return {"floor": floor, "holds_to_bits": holds_to, "falls_at_bits": falls_at, "points": points, "text": text}
 
 

@@ -150,16 +150,21 @@ def merge(inputs: list[Path], out: Path) -> dict:
                 kind = next(k for k in ("missing", "altered", "unlisted") if report[k])
                 raise UserError(f"{given} does not match its manifest ({kind}: {report[kind][0]}); rebuild it")
             results = json.loads((folder / RESULTS).read_text()) if (folder / RESULTS).is_file() else None
-            parts.append((Path(given), folder, read_manifest(folder), results))
+            manifest = read_manifest(folder)
+            if folder != Path(given):  # a release zip is its target's release in the merged bundle too
+                manifest["releases"] = {name: file_entry(Path(given), Path(given).parent)
+                                        for name in manifest.get("targets", {})}
+            parts.append((Path(given), folder, manifest, results))
         _check_compatible(parts)
         manifest = _merged_manifest(parts)
         results = _merged_results(parts, manifest, out)
         with staged_folder(out) as work:
-            for _, folder, part, _ in parts:
+            for given, folder, part, _ in parts:
                 for entry in listed_files(part):
                     destination = work / entry["path"]
                     destination.parent.mkdir(parents=True, exist_ok=True)
-                    _link_or_copy(folder / entry["path"], destination)
+                    from_zip = folder != given and entry["path"] == given.name
+                    _link_or_copy(given if from_zip else folder / entry["path"], destination)
             write_manifest(work, manifest)
             if results is not None:
                 write_atomic(work / RESULTS, json.dumps(results, indent=2) + "\n")
