@@ -127,7 +127,7 @@ class _Reader:
             value = data["targets"]
             config.targets = (self.string("targets", value),) if isinstance(value, str) else tuple(
                 self.strings("targets", data))
-            for i, name in enumerate(config.targets):
+            for name in config.targets:
                 if name != "all" and name not in known:
                     self.fail("targets", f"names unknown target {name!r}; targets are {', '.join(known)} (add your "
                                          "own with target_files)")

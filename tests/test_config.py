@@ -3,7 +3,6 @@ naming the key and its line (exit 2, nothing built)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
