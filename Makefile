@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Intermediates (fp32 exports, test models) are cached inside the checkout, git-ignored.
 export EDGE_PACK_CACHE ?= $(CURDIR)/.cache/edge-pack
 
-.PHONY: demo test install clean
+.PHONY: demo test install chromium screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,25 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# The demo is a job written down in examples/demo/edge-pack.toml: build and bench read it. bench ends by
+# writing report.html (and report.md, a release zip) beside results.json and printing its path.
 demo: install
-	$(BIN)/edge-pack build demo --target web --target ios --out dist/demo
-	$(BIN)/edge-pack bench dist/demo --eval examples/demo/eval.jsonl --sla examples/demo/edge-pack.toml
+	cd examples/demo && $(CURDIR)/$(BIN)/edge-pack build && $(CURDIR)/$(BIN)/edge-pack bench
 
-test: install
+# Headless Chromium (Debian package) renders report.html in the tests and makes the README's screenshot.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && $(SUDO) apt-get update -q && \
+	    $(SUDO) apt-get install -y -q --no-install-recommends chromium; } || \
+	  echo "chromium is not installed and apt-get is not available: the report rendering tests will skip"
+
+# The README's picture of the demo's report, made by edge-pack's own command.
+screenshot: demo chromium
+	$(BIN)/edge-pack report examples/demo/dist --screenshot docs/report.png
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf dist .cache .pytest_cache
+	rm -rf dist examples/demo/dist .cache .pytest_cache

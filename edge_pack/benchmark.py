@@ -1,7 +1,9 @@
 """bench: measure every artifact of a bundle on its runtime against the fp32 source, judge each against
-the SLA, and write results.json (and the results into the manifest)."""
+the SLA, decide per target, and write results.json, the reports and one release zip per target (and the
+results into the manifest)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tempfile
 from dataclasses import replace
@@ -10,18 +12,21 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, metrics
-from .pipeline import build
-from .config import load_config
+from .config import Config, load_config
+from .decide import cliff, recommendation
+from .documents import write_reports
 from .errors import RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
 from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
 from .measure import reference_vectors, run_artifact
+from .pipeline import build
 from .progress import steps
+from .release import write_release_zips
 from .runners import RunOptions
-from .sla import cheapest, judge, unchecked
+from .sla import judge, unchecked
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked, write_atomic
-from .targets import get_target, load_targets
+from .targets import get_target
 
 MB = 1_000_000
 
@@ -30,10 +35,13 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
           eval_path: str | Path | None = None, sla_path: str | Path | None = None, runs: int = 20,
           warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
           timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
-          progress: bool = False, runner_options: dict | None = None) -> dict:
+          progress: bool = False, target_files: tuple[Path, ...] = (), config: Config | None = None,
+          runner_options: dict | None = None) -> dict:
     """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that.
+    `sla_path` is an edge-pack.toml (its [sla] and [cost] tables apply); `config` an already loaded one.
     runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}."""
-    options = dict(eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
+    config = config or load_config(sla_path, tuple(target_files))
+    options = dict(eval_path=eval_path, config=config, runs=runs, warmup=warmup, threads=threads,
                    seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress,
                    runner_options=runner_options)
     if (Path(path) / MANIFEST).is_file():
@@ -44,7 +52,7 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
     source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="edge-pack-bench-") as tmp:
         bundle = Path(tmp) / "bundle"
-        build(source, targets, precisions, bundle, progress=progress)
+        build(source, targets, precisions, bundle, progress=progress, target_files=config.target_files)
         return bench_bundle(bundle, targets=targets, precisions=precisions, source=source, write=False, **options)
 
 
@@ -62,12 +70,13 @@ def _baseline_source(manifest: dict) -> SourceModel | None:
 
 
 def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
-                 eval_path=None, sla_path=None, runs: int = 20, warmup: int = 3, threads: int | None = None,
-                 seq_len: int = 128, runtime: str | None = None, timeout_s: float = 900.0,
-                 progress: bool = False, write: bool = True, source: SourceModel | None = None,
+                 eval_path=None, config: Config | None = None, runs: int = 20, warmup: int = 3,
+                 threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
+                 timeout_s: float = 900.0, progress: bool = False, write: bool = True,
+                 source: SourceModel | None = None,
                  runner_options: dict | None = None) -> dict:
     manifest = read_manifest(bundle)
-    config = load_config(sla_path, tuple(load_targets()))
+    config = config or Config()
     names = list(dict.fromkeys(targets)) if targets and "all" not in targets else list(manifest.get("targets", {}))
     for name in names:
         if name not in manifest.get("targets", {}):
@@ -99,22 +108,28 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
                 bar.step(f"{name}: measuring {artifact['precision']} on {plan['runtime']}")
                 row = _measure(artifact, bundle, plan["runtime"], task, evalset, plan["options"], baseline, kind,
                                labeled, base_value, plan["device"])
+                if plan["cost"] is not None and not row["error"]:
+                    row["cost_per_month"] = plan["cost"].per_month(row["latency_p50_ms"])
                 reasons = judge(row, plan["sla"])
                 row["verdict"] = {"passed": not reasons, "reasons": reasons, "unchecked": unchecked(row, plan["sla"])}
                 target_rows.append(row)
                 bar.advance()
-            best = cheapest(target_rows)
+            cost = plan["cost"].describe() if plan["cost"] else None
+            decision = recommendation(name, target_rows, plan["sla"], cost and cost["currency"])
             measured_on = next((r["runtime"] for r in target_rows if r.get("runtime")), plan["runtime"])
             per_target[name] = {
-                "runtime": plan["runtime"], "measured_on": measured_on, "threads": plan["options"].threads, "sla": plan["sla"].describe(),
+                "runtime": plan["runtime"], "measured_on": measured_on, "threads": plan["options"].threads,
+                "sla": plan["sla"].describe(), "cost": cost, "device": manifest["targets"][name].get("device", {}),
                 "eval": evalset.origin, "baseline": {"origin": origin, "quality": {"name": quality_name,
                                                                                  "value": base_value}},
-                "recommended": best["precision"] if best else None, "passed": best is not None,
+                "recommended": decision["recommended"], "passed": decision["recommended"] is not None,
+                "decision": decision, "cliff": cliff(target_rows, plan["sla"], base_value),
                 "rejected_at_build": [r for r in manifest.get("rejected", []) if r["target"] == name],
             }
             rows += target_rows
-    results = {"schema": 1, "edge_pack": __version__, "bundle": str(bundle.resolve()), "source": manifest["source"],
-               "options": {"runs": runs, "warmup": warmup, "seq_len": seq_len},
+    results = {"schema": 1, "edge_pack": __version__, "bundle": str(bundle.resolve()),
+               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "source": manifest["source"],
+               "tool": manifest.get("tool", {}), "options": {"runs": runs, "warmup": warmup, "seq_len": seq_len},
                "sla_file": str(config.path) if config.path else None,
                "targets": per_target, "rows": rows, "passed": all(t["passed"] for t in per_target.values())}
     if write:
@@ -129,7 +144,7 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
 def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
           run_options: RunOptions) -> dict:
     """What measuring one target needs: its runtime, its inputs (the eval file read and checked now) and SLA."""
-    target = get_target(name)
+    target = get_target(name, config.target_files)
     run_on = runtime or target.runtime
     if run_on not in target.runtimes:
         raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
@@ -138,7 +153,8 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
     pre = Preprocessor(task, support, specs or None)
     evalset = make_evalset(pre, eval_path, seq_len, _label_names(support, task), embedder=task == "feature-extraction")
-    return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name), "device": target.device,
+    return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name),
+            "cost": config.cost_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
             "options": replace(run_options, threads=threads or target.threads)}
 
@@ -202,7 +218,9 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
     name, value = metrics.headline(kind, found, labeled)
     ratio = value / base_value if base_value else None
     note = result.latency_note  # timings that would not be the device's are not reported at all
-    return {**row, "runtime": result.runtime, "host": result.host, "threads": opts.threads,
+    obtained = {"size": "measured", "quality": result.obtained.get("outputs", "measured"),
+                "latency": result.obtained.get("latency", "measured")}
+    return {**row, "runtime": result.runtime, "host": result.host, "threads": opts.threads, "obtained": obtained,
             "load_ms": None if note else result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
             "latency_p90_ms": metrics.percentile(result.latency_ms, 90), "latency_runs": len(result.latency_ms),
             "latency_note": note, "peak_rss_mb": result.peak_rss_mb, "metrics": found,
@@ -212,17 +230,28 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
 
 
 def _write(bundle: Path, manifest: dict, results: dict) -> None:
-    write_atomic(bundle / RESULTS, json.dumps(results, indent=2, default=_jsonable) + "\n")
-    measured = {(r["target"], r["precision"]): r for r in results["rows"]}
+    """The measurements and verdict into the manifest, a release zip per target that has a candidate to
+    ship (listed in the manifest), results.json, and the reports (last: they name the zips)."""
+    measured = {(r["target"], r["precision"]): r for r in _plain(results["rows"])}
     for artifact in manifest["artifacts"]:
         row = measured.get((artifact["target"], artifact["precision"]))
         if row:
             artifact["measured"] = {k: row.get(k) for k in ("runtime", "load_ms", "latency_p50_ms", "latency_p90_ms",
-                                                            "latency_note", "peak_rss_mb", "quality", "metrics",
-                                                            "verdict", "error")}
+                                                            "latency_note", "peak_rss_mb", "quality", "metrics", "verdict", "error",
+                                                            "obtained", "cost_per_month")}
+    # Like results.json, the verdict and the release zips are the last bench's.
     manifest["verdict"] = {name: {"recommended": t["recommended"], "passed": t["passed"], "sla": t["sla"]}
                            for name, t in results["targets"].items()}
+    manifest["releases"] = write_release_zips(bundle, manifest, _plain(results))
+    results["releases"] = {name: entry["path"] for name, entry in manifest["releases"].items()}
+    write_atomic(bundle / RESULTS, json.dumps(results, indent=2, default=_jsonable) + "\n")
     write_manifest(bundle, manifest)
+    write_reports(bundle, _plain(results))
+
+
+def _plain(value):
+    """A JSON-only copy (numpy scalars become numbers), as readers of results.json see it."""
+    return json.loads(json.dumps(value, default=_jsonable))
 
 
 def _jsonable(value):

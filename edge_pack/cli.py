@@ -22,7 +22,6 @@ def _on_sigterm(signum, frame):
     # Handled like Ctrl-C, so that work folders are removed on the way out (click turns it into Abort).
     _signals.append(signum)
     raise KeyboardInterrupt
-DEFAULT_SLA = "edge-pack.toml"
 
 
 def _emit_json(data) -> None:
@@ -69,14 +68,32 @@ def _with(options):
     return decorate
 
 
+job_flags = [
+    click.option("-c", "--config", "--sla", "config_path", type=click.Path(path_type=Path),
+                 help="The job's edge-pack.toml (default: ./edge-pack.toml when present); flags override its keys."),
+    target_file_flag,
+]
+
+
+def _job(config_path: Path | None):
+    from .config import find_config, load_config
+
+    return load_config(find_config(config_path))
+
+
 @cli.command()
-@click.argument("source")
-@click.option("-t", "--target", "targets", multiple=True, help="Target to build (repeatable, or 'all'). Default: all.")
-@click.option("-p", "--precision", "precisions", multiple=True, help="Precision to build (repeatable). "
-              "Default: the target's default set (see `edge-pack targets`).")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
-              help="Bundle folder; written whole at the end, or left as it was.")
-@target_file_flag
+@click.argument("source", required=False)
+@click.option("-t", "--target", "targets", multiple=True,
+              help="Target to build (repeatable, or 'all'). Default: targets in edge-pack.toml, else all.")
+@click.option("-p", "--precision", "precisions", multiple=True, help="Precision to build (repeatable), or 'sweep' "
+              "for every precision a target offers. Default: precisions in edge-pack.toml, else the target's "
+              "default set (see `edge-pack targets`).")
+@click.option("-o", "--out", type=click.Path(path_type=Path),
+              help="Bundle folder, written whole at the end or left as it was. Default: out in edge-pack.toml, "
+                   "else dist.")
+@click.option("--calibration", type=click.Path(exists=True, path_type=Path),
+              help="Calibration data for converters that quantize activations.")
+@_with(job_flags)
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
@@ -85,19 +102,28 @@ def _with(options):
 @click.option("--quantize-embeddings", is_flag=True, help="ios: compress embedding tables too, not only "
               "linear/conv weights (smaller, less accurate at 4 bits).")
 @_with(source_flags)
-def build(source, targets, precisions, out, timeout, as_json, min_ios, quantize_embeddings,
+def build(source, targets, precisions, out, calibration, config_path, timeout, as_json, min_ios, quantize_embeddings,
           allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
-    package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2."""
+    package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2. Without SOURCE, the job in
+    ./edge-pack.toml (or --config FILE) is built."""
     from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
     target_options = {"min_ios": int(min_ios)} if min_ios else {}
     if quantize_embeddings:
         target_options["quantize_embeddings"] = True
-    manifest = run_build(source, targets or ("all",), list(precisions) or None, out, allow_pickle=allow_pickle,
-                         trust_remote_code=trust_remote_code, progress=not as_json,
-                         options=BuildOptions(timeout_s=timeout, target_options=target_options))
+    job = _job(config_path)
+    source = source or job.source
+    if not source:
+        raise UserError("give SOURCE (a model folder, .onnx file, package.module:factory or 'demo'), or set "
+                        "source in edge-pack.toml")
+    out = out or job.out or Path("dist")
+    manifest = run_build(source, targets or job.targets or ("all",), list(precisions) or job.precisions, out,
+                         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                         target_files=job.target_files, progress=not as_json,
+                         options=BuildOptions(calibration=calibration or job.calibration, timeout_s=timeout,
+                                              target_options=target_options))
     if as_json:
         _emit_json(manifest)
     else:
@@ -108,45 +134,127 @@ def build(source, targets, precisions, out, timeout, as_json, min_ios, quantize_
 
 
 @cli.command()
-@click.argument("path")
+@click.argument("path", required=False)
 @click.option("-t", "--target", "targets", multiple=True, help="Target(s) to measure. Default: all in the bundle.")
 @click.option("-p", "--precision", "precisions", multiple=True, help="Only these precisions.")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path),
-              help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels).")
-@click.option("--sla", "sla_path", type=click.Path(path_type=Path),
-              help=f"SLA file (default: ./{DEFAULT_SLA} when present).")
-@click.option("--runs", default=20, show_default=True, help="Timed runs per artifact.")
-@click.option("--warmup", default=3, show_default=True, help="Untimed runs before timing.")
+              help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels). "
+                   "Default: eval in edge-pack.toml.")
+@_with(job_flags)
+@click.option("--runs", type=click.IntRange(min=1), help="Timed runs per artifact (default 20).")
+@click.option("--warmup", type=click.IntRange(min=0), help="Untimed runs before timing (default 3).")
 @click.option("--threads", type=click.IntRange(1, 64), help="Runtime threads (default: the target's).")
-@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(1, 8192),
-              help="Tokens in the latency input of text models.")
+@click.option("--seq-len", type=click.IntRange(1, 8192), help="Tokens in the latency input of text models "
+              "(default 128).")
 @click.option("--runtime", help="Runner to measure with (see `edge-pack targets`).")
-@target_file_flag
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
 @click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu-gpu", "cpu-ne"]),
               help="ios on macOS: the Core ML compute units to run on (default all).")
 @_with(source_flags)
-def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads, seq_len, runtime, timeout, as_json,
-          compute_units, allow_pickle, trust_remote_code) -> int:
+def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threads, seq_len, runtime,
+          timeout, as_json, compute_units, allow_pickle, trust_remote_code) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
-    the SLA and print the verdict. Exit 1 when a target has no passing candidate."""
+    the SLA, name the cheapest passing candidate per target, and write results.json, report.html,
+    report.md and a release zip per target beside the bundle. Without PATH, the bundle at out in
+    ./edge-pack.toml (built first from its source when it is not there yet). Exit 1 when a target has no
+    passing candidate."""
     from .benchmark import bench as run_bench
+    from .manifest import MANIFEST
+    from .pipeline import build as run_build
     from .report import verdict_table
 
-    if sla_path is None and Path(DEFAULT_SLA).is_file():
-        sla_path = Path(DEFAULT_SLA)
+    job = _job(config_path)
+    if path is None:
+        if job.out is None:
+            raise UserError("give a bundle folder (or SOURCE with --target), or set out in edge-pack.toml")
+        path = str(job.out)
+        if not (job.out / MANIFEST).is_file() and job.source:
+            run_build(job.source, targets or job.targets or ("all",), job.precisions, job.out,
+                      target_files=job.target_files, progress=not as_json)
+    settings = job.bench
     results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
-                        eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
-                        seq_len=seq_len, runtime=runtime, timeout_s=timeout, allow_pickle=allow_pickle,
-                        trust_remote_code=trust_remote_code, progress=not as_json,
+                        eval_path=eval_path or job.eval, runs=runs or settings.get("runs", 20),
+                        warmup=settings.get("warmup", 3) if warmup is None else warmup,
+                        threads=threads or settings.get("threads"), seq_len=seq_len or settings.get("seq_len", 128),
+                        runtime=runtime, timeout_s=timeout, allow_pickle=allow_pickle,
+                        trust_remote_code=trust_remote_code, progress=not as_json, config=job,
                         runner_options={"compute_units": compute_units} if compute_units else None)
     if as_json:
         _emit_json(results)
     else:
         _show(verdict_table(results))
+        _say_where(Path(path), results)
     return EXIT_OK if results["passed"] else EXIT_FAILED
+
+
+def _say_where(folder: Path, results: dict) -> None:
+    from .documents import REPORT_HTML
+
+    if (folder / REPORT_HTML).is_file() and results.get("releases") is not None:
+        for name in results["releases"].values():
+            click.echo(f"release bundle: {folder / name}")
+        click.echo(f"report: {(folder / REPORT_HTML).resolve()}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save a PNG of report.html as headless Chromium renders it.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout, nothing else.")
+def report(folder, screenshot, as_json) -> int:
+    """Regenerate FOLDER/report.html and FOLDER/report.md from FOLDER/results.json."""
+    from .documents import read_results, write_reports
+    from .staging import locked
+
+    results = read_results(folder)
+    with locked(folder):
+        paths = write_reports(folder, results)
+    written = {"html": str(paths["html"]), "md": str(paths["md"]), "passed": results.get("passed", False),
+               "recommended": {n: t.get("recommended") for n, t in results["targets"].items()}}
+    if screenshot:
+        from .browser import screenshot as take
+
+        written["screenshot"] = str(take(paths["html"], screenshot))
+    if as_json:
+        _emit_json(written)
+    else:
+        for kind in ("md", "screenshot", "html"):
+            if kind in written:
+                click.echo(f"{'report' if kind == 'html' else kind}: {Path(written[kind]).resolve()}")
+    return EXIT_OK
+
+
+@cli.group()
+def bundle() -> None:
+    """Release bundles: join the bundles that separate CI jobs (one per target) built."""
+
+
+@bundle.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="The merged bundle folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merged manifest and results as JSON on stdout.")
+def merge(inputs, out, as_json) -> int:
+    """Merge bundle folders (or release zips) of one source, each holding other targets, into OUT with
+    one manifest, one results.json and the reports. Exit 1 when a merged target has no passing candidate
+    or was not measured."""
+    from .release import merge as run_merge
+    from .report import verdict_table
+
+    merged = run_merge(list(inputs), out)
+    results = merged["results"]
+    if as_json:
+        _emit_json(merged)
+    else:
+        if results is not None:
+            _show(verdict_table(results))
+            for name in results.get("unmeasured", []):
+                click.echo(f"{name}: built but not measured")
+        click.echo(f"merged {len(inputs)} bundles into {out}: {', '.join(merged['manifest']['targets'])}")
+        if results is not None:
+            _say_where(out, results)
+    return EXIT_OK if results is None or results["passed"] else EXIT_FAILED
 
 
 @cli.command()

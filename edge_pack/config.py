@@ -1,5 +1,7 @@
-"""edge-pack.toml: the project's written-down expectations. Unknown keys and wrong types are errors that
-name the key and its line, because a typo in an SLA silently loosens a release gate."""
+"""edge-pack.toml: the whole job written down before the build — source, targets, precisions, eval and
+calibration data, output folder, bench settings, the SLA and what a candidate costs to run. Command-line
+flags override its keys. Unknown keys and wrong types are errors that name the key and its line, because
+a typo in an SLA silently loosens a release gate. Relative paths are relative to the file's folder."""
 from __future__ import annotations
 
 import re
@@ -9,69 +11,264 @@ from pathlib import Path
 
 from .errors import UserError
 from .sla import SLA_KEYS, Sla
+from .targets import SWEEP, load_targets
+
+DEFAULT_FILE = "edge-pack.toml"
+BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1}  # integer settings and their minimum
+PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests")
+COST_KEYS = ("requests_per_month", *PRICE_KEYS, "currency")
+TOP_KEYS = ("source", "targets", "target_files", "precisions", "eval", "calibration", "out", "bench", "sla", "cost")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What serving a candidate costs per month, from its p50 latency: device time (requests × latency ×
+    price per device-hour) and/or a price per million requests."""
+    requests_per_month: float
+    price_per_device_hour: float | None = None
+    price_per_million_requests: float | None = None
+    currency: str = "USD"
+
+    def per_month(self, latency_ms: float | None) -> float | None:
+        total = 0.0
+        if self.price_per_device_hour is not None:
+            if latency_ms is None:
+                return None
+            total += self.requests_per_month * latency_ms / 3_600_000 * self.price_per_device_hour
+        if self.price_per_million_requests is not None:
+            total += self.requests_per_month / 1e6 * self.price_per_million_requests
+        return total
+
+    def describe(self) -> dict:
+        terms = []
+        if self.price_per_device_hour is not None:
+            terms.append(f"p50 latency × {self.requests_per_month:,.0f} requests/month × "
+                         f"{self.price_per_device_hour:g} {self.currency} per device-hour")
+        if self.price_per_million_requests is not None:
+            terms.append(f"{self.requests_per_month / 1e6:g} M requests/month × {self.price_per_million_requests:g} "
+                         f"{self.currency} per million requests")
+        return {"requests_per_month": self.requests_per_month, "price_per_device_hour": self.price_per_device_hour,
+                "price_per_million_requests": self.price_per_million_requests, "currency": self.currency,
+                "formula": " + ".join(terms)}
 
 
 @dataclass
 class Config:
     path: Path | None = None
+    source: str | None = None
+    targets: tuple[str, ...] = ()
+    target_files: tuple[Path, ...] = ()
+    # None: each target's defaults; "sweep": every precision a target offers; a list; or per target.
+    precisions: str | list[str] | dict[str, str | list[str]] | None = None
+    eval: Path | None = None
+    calibration: Path | None = None
+    out: Path | None = None
+    bench: dict = field(default_factory=dict)
     sla: Sla = field(default_factory=Sla)
     target_sla: dict[str, Sla] = field(default_factory=dict)
+    cost: Cost | None = None
+    target_cost: dict[str, Cost] = field(default_factory=dict)
 
     def sla_for(self, target: str) -> Sla:
         return self.target_sla.get(target, self.sla)
 
-
-def _line(text: str, key: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*(\[+\s*)?[\w.\"]*\b{re.escape(key)}\b", line):
-            return number
-    return None
+    def cost_for(self, target: str) -> Cost | None:
+        return self.target_cost.get(target, self.cost)
 
 
-def load_config(path: Path | None, known_targets: tuple[str, ...]) -> Config:
+def find_config(path: Path | None) -> Path | None:
+    """The file given, or ./edge-pack.toml when there is one."""
+    if path is not None:
+        return Path(path)
+    return Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
+
+
+def load_config(path: Path | None, target_files: tuple[Path, ...] = ()) -> Config:
+    """Read and check an edge-pack.toml; `target_files` are extra target TOMLs given on the command line."""
     if path is None:
-        return Config()
+        return Config(target_files=tuple(target_files))
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"SLA file {path} does not exist; write an edge-pack.toml with an [sla] table")
+        raise UserError(f"config file {path} does not exist; write an edge-pack.toml (see examples/demo)")
     text = path.read_text(errors="replace")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: {exc}; fix the TOML syntax") from None
-
-    def fail(key: str, problem: str):
-        where = _line(text, key.split(".")[-1])
-        raise UserError(f"{path}{f':{where}' if where else ''}: {key} {problem}")
-
-    for key in data:
-        if key != "sla":
-            fail(key, "is not a known key; edge-pack.toml takes [sla] and [sla.<target>]")
-    table = data.get("sla", {})
-    if not isinstance(table, dict):
-        fail("sla", "must be a table: [sla]")
-    base = _sla_values(table, "sla", known_targets, fail)
-    sla = Sla().override(base)
-    per_target = {}
-    for name, sub in table.items():
-        if name in known_targets:
-            if not isinstance(sub, dict):
-                fail(f"sla.{name}", "must be a table: [sla." + name + "]")
-            per_target[name] = sla.override(_sla_values(sub, f"sla.{name}", (), fail))
-    return Config(path=path, sla=sla, target_sla=per_target)
+    return _Reader(path, text).read(data, tuple(target_files))
 
 
-def _sla_values(table: dict, prefix: str, targets: tuple[str, ...], fail) -> dict:
-    values = {}
-    for key, value in table.items():
-        if key in targets:
+class _Reader:
+    """Checks one file's values, failing with the file, line and dotted key of the first wrong one."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.text, self.base = path, text, path.parent
+
+    def fail(self, key: str, problem: str):
+        where = locate(self.text, key)
+        raise UserError(f"{self.path}{f':{where}' if where else ''}: {key} {problem}")
+
+    def read(self, data: dict, extra_targets: tuple[Path, ...]) -> Config:
+        for key in data:
+            if key not in TOP_KEYS:
+                self.fail(key, f"is not a known key; edge-pack.toml takes {', '.join(TOP_KEYS)}")
+        files = tuple(self.path_value(f"target_files.{i}", v) for i, v in enumerate(self.strings("target_files", data)))
+        for file in files:
+            if not file.is_file():
+                self.fail("target_files", f"names {file}, which does not exist")
+        try:
+            known = tuple(load_targets(files + tuple(extra_targets)))
+        except UserError as exc:
+            self.fail("target_files", f"names a target file that cannot be used ({exc.message})")
+        config = Config(path=self.path, target_files=files + tuple(extra_targets))
+        if "source" in data:
+            config.source = self.source(self.string("source", data["source"]))
+        if "targets" in data:
+            value = data["targets"]
+            config.targets = (self.string("targets", value),) if isinstance(value, str) else tuple(
+                self.strings("targets", data))
+            for name in config.targets:
+                if name != "all" and name not in known:
+                    self.fail("targets", f"names unknown target {name!r}; targets are {', '.join(known)} (add your "
+                                         "own with target_files)")
+        if "precisions" in data:
+            config.precisions = self.precisions(data["precisions"], known)
+        for key in ("eval", "calibration", "out"):
+            if key in data:
+                setattr(config, key, self.path_value(key, data[key]))
+        config.bench = self.bench(self.table("bench", data.get("bench", {})))
+        sla_table = self.table("sla", data.get("sla", {}))
+        config.sla = Sla().override(self.sla_values(sla_table, "sla", known))
+        config.target_sla = {name: config.sla.override(self.sla_values(self.table(f"sla.{name}", sub), f"sla.{name}", ()))
+                             for name, sub in sla_table.items() if name in known}
+        if "cost" in data:
+            cost_table = self.table("cost", data["cost"])
+            base = self.cost_values(cost_table, "cost", known)
+            config.cost = self.cost(base, "cost") if base else None
+            config.target_cost = {
+                name: self.cost({**base, **self.cost_values(self.table(f"cost.{name}", sub), f"cost.{name}", ())},
+                                f"cost.{name}")
+                for name, sub in cost_table.items() if name in known}
+        return config
+
+    # ------------------------------------------------------------------------------------ value checks
+
+    def string(self, key: str, value) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a non-empty string, not {value!r}")
+        return value
+
+    def strings(self, key: str, data: dict) -> list[str]:
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(key, f"must be a list of strings, not {value!r}")
+        return value
+
+    def table(self, key: str, value) -> dict:
+        if not isinstance(value, dict):
+            self.fail(key, f"must be a table: [{key}]")
+        return value
+
+    def number(self, key: str, value, minimum: float = 0) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            self.fail(key, f"must be a number of at least {minimum:g}, not {value!r}" if minimum
+                      else f"must be a non-negative number, not {value!r}")
+        return float(value)
+
+    def path_value(self, key: str, value) -> Path:
+        return self.base / Path(self.string(key, value)).expanduser()
+
+    def source(self, value: str) -> str:
+        # 'demo' and package.module:factory entry points are names; anything else is a path.
+        if value == "demo" or re.fullmatch(r"[\w.]+:\w+", value):
+            return value
+        return str(self.base / Path(value).expanduser())
+
+    def precisions(self, value, known: tuple[str, ...]):
+        def one(key: str, item):
+            if isinstance(item, str):
+                if item != SWEEP:
+                    self.fail(key, f"must be a list of precisions or {SWEEP!r}, not {item!r}")
+                return item
+            if not isinstance(item, list) or not item or not all(isinstance(v, str) and v for v in item):
+                self.fail(key, f"must be a list of precisions or {SWEEP!r}, not {item!r}")
+            return item
+
+        if isinstance(value, dict):
+            for name in value:
+                if name not in known:
+                    self.fail(f"precisions.{name}", f"is not a target; targets are {', '.join(known)}")
+            return {name: one(f"precisions.{name}", item) for name, item in value.items()}
+        return one("precisions", value)
+
+    def bench(self, table: dict) -> dict:
+        values = {}
+        for key, value in table.items():
+            if key not in BENCH_KEYS:
+                self.fail(f"bench.{key}", f"is not a known key (keys are {', '.join(BENCH_KEYS)})")
+            if isinstance(value, bool) or not isinstance(value, int) or value < BENCH_KEYS[key]:
+                self.fail(f"bench.{key}", f"must be a whole number of at least {BENCH_KEYS[key]}, not {value!r}")
+            values[key] = value
+        return values
+
+    def sla_values(self, table: dict, prefix: str, targets: tuple[str, ...]) -> dict:
+        values = {}
+        for key, value in table.items():
+            if key in targets:
+                continue
+            if key not in SLA_KEYS:
+                hint = f"targets are {', '.join(targets)}; " if targets else ""
+                self.fail(f"{prefix}.{key}", f"is not a known key ({hint}keys are {', '.join(SLA_KEYS)})")
+            self.number(f"{prefix}.{key}", value)
+            if key == "min_accuracy_ratio" and value > 1.5:
+                self.fail(f"{prefix}.{key}", f"is a share of the baseline (e.g. 0.98), not {value!r}")
+            values[key] = float(value)
+        return values
+
+    def cost_values(self, table: dict, prefix: str, targets: tuple[str, ...]) -> dict:
+        values = {}
+        for key, value in table.items():
+            if key in targets:
+                continue
+            if key not in COST_KEYS:
+                hint = f"targets are {', '.join(targets)}; " if targets else ""
+                self.fail(f"{prefix}.{key}", f"is not a known key ({hint}keys are {', '.join(COST_KEYS)})")
+            values[key] = self.string(f"{prefix}.{key}", value) if key == "currency" else self.number(f"{prefix}.{key}", value)
+        return values
+
+    def cost(self, values: dict, prefix: str) -> Cost:
+        if "requests_per_month" not in values:
+            self.fail(prefix, "needs requests_per_month (how many requests a month the model serves)")
+        if not any(k in values for k in PRICE_KEYS):
+            self.fail(prefix, f"needs a price: {' or '.join(PRICE_KEYS)}")
+        return Cost(**values)
+
+
+def locate(text: str, dotted: str) -> int | None:
+    """The line of a TOML file that sets `dotted` (a.b.c): its `key =` line or its [table] header, else
+    the line of the nearest enclosing key (an inline table or array holding it)."""
+    want = tuple(dotted.split("."))
+    table: tuple[str, ...] = ()
+    nearest = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line)
+        if header:
+            table = _key_parts(header.group(1))
+            if table == want:
+                return number
+            if want[:len(table)] == table and table:
+                nearest = number
             continue
-        if key not in SLA_KEYS:
-            hint = f"targets are {', '.join(targets)}; " if targets else ""
-            fail(f"{prefix}.{key}", f"is not a known key ({hint}keys are {', '.join(SLA_KEYS)})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            fail(f"{prefix}.{key}", f"must be a non-negative number, not {value!r}")
-        if key == "min_accuracy_ratio" and value > 1.5:
-            fail(f"{prefix}.{key}", f"is a share of the baseline (e.g. 0.98), not {value!r}")
-        values[key] = float(value)
-    return values
+        assignment = re.match(r"""^((?:[\w-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[\w-]+|"[^"]*"|'[^']*'))*)\s*=""", line)
+        if assignment:
+            key = table + _key_parts(assignment.group(1))
+            if key == want:
+                return number
+            if want[:len(key)] == key:
+                nearest = number
+    return nearest
+
+
+def _key_parts(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in re.findall(r"""(?:"[^"]*"|'[^']*'|[^.]+)""", key))

@@ -59,4 +59,5 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def listed_files(manifest: dict) -> list[dict]:
     entries = [f for a in manifest["artifacts"] for f in a["files"]]
     entries += [f for t in manifest.get("targets", {}).values() for f in t.get("files", [])]
+    entries += list(manifest.get("releases", {}).values())  # the per-target zips bench writes
     return entries

@@ -17,7 +17,7 @@ from .progress import steps
 from .quiet import captured
 from .source import SourceModel, input_specs, load_source
 from .staging import check_disk_full, locked, staged_folder
-from .targets import Target, add_target_files, get_target, library_versions, load_targets
+from .targets import SWEEP, Target, add_target_files, get_target, library_versions, load_targets
 from .watchdog import deadline
 
 VALIDATION_SAMPLES = 8
@@ -45,29 +45,30 @@ def check_toolchain(target: Target) -> None:
                         f"install it with: {target.install_hint}")
 
 
-def plan(source: SourceModel, targets: list[Target], precisions: list[str] | None,
+def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str | dict | None,
          options: BuildOptions | None = None) -> dict[str, list[str]]:
-    """The precisions to build per target; a precision a target lacks is an error, not a silent skip. A
-    converter module may also offer check(source, target, precisions, options) to refuse bad settings
-    (e.g. a precision the chosen OS version cannot run) before any work starts."""
+    """The precisions to build per target (`precisions` may be one list for all targets, "sweep", or a dict
+    per target); a precision a target lacks is an error, not a silent skip. A converter module may also offer
+    check(source, target, precisions, options) to refuse bad settings (e.g. a precision the chosen OS version
+    cannot run) before any work starts."""
     chosen = {}
     for target in targets:
         check_toolchain(target)
         if source.task not in target.tasks:
             raise UserError(f"target {target.name} cannot run a {source.task} model; it takes "
                             f"{', '.join(target.tasks)}")
-        names = list(dict.fromkeys(precisions)) if precisions else list(target.default_precisions)
-        for name in names:
-            target.precision(name)
+        wanted = precisions.get(target.name) if isinstance(precisions, dict) else precisions
+        names = target.choose(wanted or None)
         check = getattr(importlib.import_module(f"edge_pack.converters.{target.converter}"), "check", None)
-        if check is not None:
+        swept = SWEEP in ([wanted] if isinstance(wanted, str) else wanted or [])
+        if check is not None and not swept:  # a sweep takes what applies; the converter skips the rest
             check(source, target, names, options or BuildOptions())
         chosen[target.name] = names
     return chosen
 
 
 def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("web",),
-          precisions: list[str] | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
+          precisions: list[str] | str | dict | None = None, out: str | Path = "dist", *, allow_pickle: bool = False,
           trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), progress: bool = False,
           options: BuildOptions | None = None) -> dict:
     """Build every (target, precision) candidate of `source` into `out`; returns the manifest.

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-
-def _num(value) -> str:
-    """Milliseconds or megabytes: enough digits to tell small models apart."""
-    if value is None:
-        return "—"
-    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+from .decide import number as _num
 
 
 def _quality(row: dict) -> str:
@@ -38,9 +34,11 @@ def verdict_table(results: dict) -> Group:
         quality = target["baseline"]["quality"]
         table = Table(title=f"{name} — measured on {target.get('measured_on', target['runtime'])} ({target['threads']} thread"
                             f"{'s' if target['threads'] > 1 else ''})", title_justify="left")
+        cost = target.get("cost")
         for header, justify in (("target", "left"), ("precision", "left"), ("size MB", "right"),
                                 (quality["name"], "right"), ("vs fp32", "right"), ("p50 ms", "right"),
-                                ("p90 ms", "right"), ("load ms", "right"), ("result", "left")):
+                                ("p90 ms", "right"), ("load ms", "right"),
+                                *([(f"{cost['currency']}/month", "right")] if cost else []), ("result", "left")):
             table.add_column(header, justify=justify)
         for row in (r for r in results["rows"] if r["target"] == name):
             verdict = row["verdict"]
@@ -50,23 +48,23 @@ def verdict_table(results: dict) -> Group:
                 mark += " [yellow](latency not checked)[/]"
             mark += "".join(f"\n[yellow]⚠ {w}[/]" for w in row.get("warnings", []))
             p50 = f"[yellow]{row['latency_note']}[/]" if row.get("latency_note") else _num(row.get("latency_p50_ms"))
+            monthly = [f"{row['cost_per_month']:,.2f}" if row.get("cost_per_month") is not None else "—"] if cost else []
             table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row), _agreement(row),
-                          p50, _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
+                          p50, _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), *monthly, mark)
         for rejected in target.get("rejected_at_build", []):
             status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
-            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", f"{status}: {rejected['reason']}")
+            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", *(["—"] if cost else []),
+                          f"{status}: {rejected['reason']}")
         sla = ", ".join(f"{k} {v:g}" for k, v in target["sla"].items()) or "none"
         notes = [
             f"baseline: {target['baseline']['origin']}, {quality['name']} {quality['value']:.3f}"
             f" · inputs: {target['eval']} · SLA: {sla}",
         ]
-        if target["recommended"]:
-            best = next(r for r in results["rows"] if r["target"] == name and r["precision"] == target["recommended"])
-            latency = best["latency_note"] if best.get("latency_note") else f"p50 {_num(best.get('latency_p50_ms'))} ms"
-            notes.append(f"[bold green]{name}: ship {best['precision']}[/] — cheapest passing candidate "
-                         f"({_num(best['size_mb'])} MB, {latency})")
-        else:
-            notes.append(f"[bold red]{name}: no candidate meets the SLA[/] — see the reasons above")
+        if target.get("cliff"):
+            notes.append(f"cliff: {escape(target['cliff']['text'])}")
+        decision = target.get("decision", {}).get("text") or (
+            f"{name}: ship {target['recommended']}" if target["recommended"] else f"{name}: no candidate meets the SLA")
+        notes.append(f"[bold {'green' if target['recommended'] else 'red'}]{escape(decision)}[/]")
         parts += [table, *(Text.from_markup(n) for n in notes), Text("")]
     return Group(*parts)
 

@@ -21,26 +21,50 @@ class Sla:
 SLA_KEYS = tuple(f.name for f in fields(Sla))
 
 
+def quality_floor(sla: Sla | dict, baseline: float) -> float | None:
+    """The lowest headline quality that passes: the stricter of the absolute floor and the share of the
+    baseline (for label-free agreement the baseline is 1.0, so both read the same way)."""
+    limits = sla if isinstance(sla, dict) else sla.describe()
+    floors = []
+    if limits.get("min_accuracy_ratio") is not None:
+        floors.append(limits["min_accuracy_ratio"] * baseline)
+    if limits.get("min_accuracy") is not None:
+        floors.append(limits["min_accuracy"])
+    return max(floors, default=None)
+
+
+def shortfalls(row: dict, sla: Sla) -> list[dict]:
+    """Each limit the candidate misses: which, the candidate's value, the limit, by how much (in the
+    limit's own unit) and a sentence with the numbers."""
+    found = []
+    quality = row["quality"]
+    ratio = quality["ratio"]
+
+    def miss(limit: str, value: float, bound: float, text: str) -> None:
+        found.append({"limit": limit, "value": value, "bound": bound, "by": abs(value - bound), "text": text})
+
+    if sla.min_accuracy_ratio is not None and ratio is not None and ratio < sla.min_accuracy_ratio:
+        if quality["baseline"] == 1.0:  # label-free agreement: the value is already a share of the baseline
+            text = f"{quality['name']} {quality['value']:.3f} < {sla.min_accuracy_ratio:.3f}"
+        else:
+            text = f"{quality['name']} {ratio:.1%} of baseline < {sla.min_accuracy_ratio:.1%}"
+        miss("min_accuracy_ratio", ratio, sla.min_accuracy_ratio, text)
+    if sla.min_accuracy is not None and quality["value"] < sla.min_accuracy:
+        miss("min_accuracy", quality["value"], sla.min_accuracy,
+             f"{quality['name']} {quality['value']:.3f} < {sla.min_accuracy:.3f}")
+    p50 = row.get("latency_p50_ms")
+    if sla.max_latency_ms is not None and p50 is not None and p50 > sla.max_latency_ms:
+        miss("max_latency_ms", p50, sla.max_latency_ms, f"p50 {p50:.1f} ms > {sla.max_latency_ms:g} ms")
+    if sla.max_size_mb is not None and row["size_mb"] > sla.max_size_mb:
+        miss("max_size_mb", row["size_mb"], sla.max_size_mb, f"size {row['size_mb']:.1f} MB > {sla.max_size_mb:g} MB")
+    return found
+
+
 def judge(row: dict, sla: Sla) -> list[str]:
     """Reasons the candidate fails the SLA (empty when it passes), each with the numbers."""
     if row.get("error"):
         return [row["error"]]
-    reasons = []
-    quality = row["quality"]
-    ratio = quality["ratio"]
-    if sla.min_accuracy_ratio is not None and ratio is not None and ratio < sla.min_accuracy_ratio:
-        if quality["baseline"] == 1.0:  # label-free agreement: the value is already a share of the baseline
-            reasons.append(f"{quality['name']} {quality['value']:.3f} < {sla.min_accuracy_ratio:.3f}")
-        else:
-            reasons.append(f"{quality['name']} {ratio:.1%} of baseline < {sla.min_accuracy_ratio:.1%}")
-    if sla.min_accuracy is not None and quality["value"] < sla.min_accuracy:
-        reasons.append(f"{quality['name']} {quality['value']:.3f} < {sla.min_accuracy:.3f}")
-    p50 = row.get("latency_p50_ms")
-    if sla.max_latency_ms is not None and p50 is not None and p50 > sla.max_latency_ms:
-        reasons.append(f"p50 {p50:.1f} ms > {sla.max_latency_ms:g} ms")
-    if sla.max_size_mb is not None and row["size_mb"] > sla.max_size_mb:
-        reasons.append(f"size {row['size_mb']:.1f} MB > {sla.max_size_mb:g} MB")
-    return reasons
+    return [s["text"] for s in shortfalls(row, sla)]
 
 
 def unchecked(row: dict, sla: Sla) -> list[str]:

@@ -50,13 +50,14 @@ def locked(out: Path):
     except OSError as exc:
         raise UserError(f"cannot write to {parent} ({exc.strerror}); choose another --out folder") from None
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise UserError(f"another edge-pack process (pid {holder}) is writing {out}; wait for it to finish "
-                            "or choose another --out") from None
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()  # the holder's lock file stays: removing it would let a third writer in
+        raise UserError(f"another edge-pack process (pid {holder}) is writing {out}; wait for it to finish "
+                        "or choose another --out") from None
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -81,7 +82,7 @@ def staged_folder(out: Path, keep: tuple[str, ...] = ()):
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
         raise UserError(f"cannot write to {out.parent} ({exc.strerror}); choose another --out folder") from None
-    os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets normal permissions
+    os.chmod(work, 0o777 & ~umask())  # mkdtemp makes it private; the bundle gets normal permissions
     ACTIVE.add(work)
     try:
         for name in keep:
@@ -97,7 +98,7 @@ def staged_folder(out: Path, keep: tuple[str, ...] = ()):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -124,6 +125,7 @@ def write_atomic(path: Path, text: str) -> None:
     """Replace a file in one step: readers see the old content or the new, never half of it."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes it private; a bundle's files are for sharing
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)

@@ -11,6 +11,8 @@ from pathlib import Path
 from .errors import UserError
 from .resources import targets_dir
 
+SWEEP = "sweep"  # asked for instead of precision names: every precision the target offers
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -47,6 +49,15 @@ class Target:
             raise UserError(
                 f"target {self.name} has no precision {name!r}; choose from {', '.join(self.precisions)}"
             ) from None
+
+    def choose(self, requested: list[str] | str | None) -> list[str]:
+        """The precisions to build: the defaults when none are asked for, "sweep" for all of them."""
+        if requested is None:
+            return list(self.default_precisions)
+        names = []
+        for name in [requested] if isinstance(requested, str) else requested:
+            names += list(self.precisions) if name == SWEEP else [self.precision(name).name]
+        return list(dict.fromkeys(names))
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.requires if not _importable(m)]
@@ -113,7 +124,8 @@ def load_targets(extra: tuple[Path, ...] = ()) -> dict[str, Target]:
 def get_target(name: str, extra: tuple[Path, ...] = ()) -> Target:
     targets = load_targets(extra)
     if name not in targets:
-        raise UserError(f"unknown target {name!r}; available targets: {', '.join(targets)}")
+        raise UserError(f"unknown target {name!r}; available targets: {', '.join(targets)} (a target of your "
+                        "own: --target-file FILE.toml)")
     return targets[name]
 
 

@@ -4,7 +4,8 @@ copied to devices (a Raspberry Pi over SSH, a Mac) and runs with their Python.
 A request is a JSON file: {"model": path, "inputs": npz, "outputs": npz, "result": json path,
 "threads": n, "warmup": n, "runs": n}. The inputs npz holds samples as "s<i>/<input name>" and the latency
 input as "latency/<input name>". The runner writes outputs as "s<i>/<output name>" and a JSON result with
-load_ms, latency_ms (every timed run), peak_rss_mb and runtime.
+load_ms, latency_ms (every timed run), peak_rss_mb and runtime, and optionally "obtained" saying which numbers
+were not measured on the real runtime (e.g. {"outputs": "emulated", "latency": "estimated"}).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 import edge_pack
 from conftest import ROOT, edge_pack as run_cli
 
-COMMANDS = ("build", "bench", "verify", "targets")
+COMMANDS = ("build", "bench", "verify", "targets", "report", "bundle merge")
 
 
 def test_version_and_help_on_every_command():
@@ -20,7 +20,7 @@ def test_version_and_help_on_every_command():
     assert run.code == 0 and edge_pack.__version__ in run.stdout
     assert run_cli("--help").code == 0
     for command in COMMANDS:
-        run = run_cli(command, "--help")
+        run = run_cli(*command.split(), "--help")
         assert run.code == 0 and "Usage: edge-pack " + command in run.stdout, command
 
 
@@ -77,4 +77,5 @@ def test_wheel_carries_targets_and_harness(tmp_path):
     assert "edge_pack/_targets/web.toml" in names
     assert {"edge_pack/_harness/protocol.py", "edge_pack/_harness/ort/run.py"} <= names
     assert "edge_pack/data/sentences.txt" in names
+    assert {"edge_pack/templates/report.html.j2", "edge_pack/templates/report.md.j2"} <= names
     assert not [n for n in names if "node_modules" in n or n.startswith("tests/")]

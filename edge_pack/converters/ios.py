@@ -76,6 +76,10 @@ class Converter:
                                 "entry point instead of an ONNX file")
         spec = self.target.precision(precision)
         settings = spec.settings
+        needs = settings.get("min_ios", DEFAULT_MIN_IOS)
+        if needs > self.min_ios:  # reached by a sweep; a precision asked for by name was refused by check()
+            raise NotApplicable(f"needs iOS {needs} or newer (the deployment target is iOS {self.min_ios}: "
+                                f"--min-ios {needs} builds it)")
         out = self.dir / spec.file.format(name=_file_name(self.source.name))
         try:
             with captured():

@@ -33,6 +33,10 @@ class RunResult:
     # Set when this runtime's timings would not be the device's (an emulator): it takes none, and reports
     # show this note (e.g. "emulated — no device latency") where latency and load time would be.
     latency_note: str | None = None
+    # How the numbers were obtained when not by running the artifact on its real runtime and device:
+    # {"outputs": "emulated"} (e.g. a faithful emulator of the device runtime), {"latency": "estimated"}
+    # (from device facts). Anything not named here was "measured".
+    obtained: dict = field(default_factory=dict)
 
 
 def get_runner(name: str):
