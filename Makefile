@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Intermediates (fp32 exports, test models) are cached inside the checkout, git-ignored.
 export EDGE_PACK_CACHE ?= $(CURDIR)/.cache/edge-pack
 
-.PHONY: demo test install clean
+.PHONY: demo test install web-runtimes chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,25 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
-demo: install
-	$(BIN)/edge-pack build demo --target web --out dist/demo
-	$(BIN)/edge-pack bench dist/demo --eval examples/demo/eval.jsonl --sla examples/demo/edge-pack.toml
+# The web target's runtimes beyond pip: the npm packages pinned by harness/web/package-lock.json (npm ci
+# when node_modules is missing or the lockfile changed; onnxruntime-node's postinstall would download a
+# CUDA add-on, so it is skipped: the CPU binding is inside) and Debian's chromium (only when missing).
+WEB := harness/web
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "make: Node.js 20+ and npm are needed for the web runtimes"; exit 1; }
+	cd $(WEB) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+	touch $@
 
-test: install
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+
+web-runtimes: $(WEB)/node_modules/.package-lock.json chromium
+
+demo: install web-runtimes
+	$(BIN)/edge-pack build demo --target web --out dist/demo
+	$(BIN)/edge-pack bench dist/demo --runtime browser --eval examples/demo/eval.jsonl --sla examples/demo/edge-pack.toml
+
+test: install web-runtimes
 	$(BIN)/python -m pytest
 
 clean:

@@ -17,7 +17,7 @@ from .evalset import Preprocessor, make_evalset
 from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
 from .measure import reference_vectors, run_artifact
 from .progress import steps
-from .runners import RunOptions
+from .runners import RunOptions, runtime_missing
 from .sla import cheapest, judge
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked, write_atomic
@@ -130,6 +130,9 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     run_on = runtime or target.runtime
     if run_on not in target.runtimes:
         raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
+    missing = runtime_missing(run_on)
+    if missing:
+        raise UserError(f"the {run_on} runtime is not ready here: {'; '.join(missing)}")
     task = manifest["source"]["task"]
     target_dir = bundle / name
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
