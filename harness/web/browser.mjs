@@ -99,7 +99,7 @@ async function main() {
             ...result,
             peak_rss_mb: peak,
             runtime: `Transformers.js ${result.version} (Chromium ${result.browser}, onnxruntime-web ${result.ort} WASM)`,
-            host: { system: process.platform, machine: process.arch, browser: result.userAgent },
+            host: { system: process.platform, machine: process.arch, browser: result.userAgent, threads: result.threads, cross_origin_isolated: result.isolated },
             requests,
             local_requests: requests.filter(local).length,
             outside_requests: requests.filter((url) => !local(url)),

@@ -27,7 +27,7 @@ async function main() {
         threads,
         peak_rss_mb: process.resourceUsage().maxRSS / 1024,
         runtime: `Transformers.js ${result.version} (Node ${process.versions.node}, onnxruntime-node ${ort.node ?? '?'}, CPU)`,
-        host: { system: process.platform, machine: process.arch, node: process.versions.node },
+        host: { system: process.platform, machine: process.arch, node: process.versions.node, threads },
     }));
 }
 
