@@ -186,7 +186,7 @@ def test_doctor_and_targets_say_what_is_missing_and_how_to_install_it():
 def test_an_installed_wheel_finds_its_npm_packages_in_the_user_cache(tmp_path, monkeypatch):
     """A wheel's harness has no node_modules: the packages come from the user cache (`edge-pack setup web`),
     in a folder named by the lockfile, and a harness without them says how to get them."""
-    harness = tmp_path / "harness"
+    harness = tmp_path / "_harness"  # as in a wheel: edge_pack/_harness
     shutil.copytree(transformers_js.web_dir(), harness / "web", ignore=shutil.ignore_patterns("node_modules"))
     installed = transformers_js.web_dir() / "node_modules"
     monkeypatch.setattr(transformers_js, "harness_dir", lambda: harness)

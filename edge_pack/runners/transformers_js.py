@@ -116,7 +116,9 @@ def install(progress=print) -> Path:
     ready = packages_dir()
     if ready is not None:
         return ready
-    folder = web_dir() if os.access(web_dir(), os.W_OK) else user_packages_dir()
+    # A checkout keeps them beside the harness (as `make web-runtimes` does); an installed wheel never
+    # writes into site-packages, where pip would not know about 500 MB of files.
+    folder = web_dir() if harness_dir().name == "harness" else user_packages_dir()
     if folder != web_dir():
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("package.json", "package-lock.json"):
