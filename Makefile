@@ -19,19 +19,14 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
-# The web target's runtimes beyond pip: the npm packages pinned by harness/web/package-lock.json (npm ci
-# when node_modules is missing or the lockfile changed; onnxruntime-node's postinstall would download a
-# CUDA add-on, so it is skipped: the CPU binding is inside) and Debian's chromium (only when missing).
-WEB := harness/web
-$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
-	@command -v npm >/dev/null || { echo "make: Node.js 20+ and npm are needed for the web runtimes"; exit 1; }
-	cd $(WEB) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
-	touch $@
-
+# The web target's runtimes beyond pip: Debian's chromium (apt-get, only when missing), then the npm
+# packages pinned by harness/web/package-lock.json (`edge-pack setup web`: npm ci into the cache, only
+# when they are not there; it fails naming whatever is still missing, e.g. Node.js).
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
-web-runtimes: $(WEB)/node_modules/.package-lock.json chromium
+web-runtimes: install chromium
+	$(BIN)/edge-pack setup web
 
 demo: install web-runtimes
 	$(BIN)/edge-pack build demo --target web --out dist/demo

@@ -183,28 +183,29 @@ def test_doctor_and_targets_say_what_is_missing_and_how_to_install_it():
     assert table.code == 0 and "browser not ready" in table.stdout
 
 
-def test_an_installed_wheel_finds_its_npm_packages_in_the_user_cache(tmp_path, monkeypatch):
-    """A wheel's harness has no node_modules: the packages come from the user cache (`edge-pack setup web`),
-    in a folder named by the lockfile, and a harness without them says how to get them."""
-    harness = tmp_path / "_harness"  # as in a wheel: edge_pack/_harness
-    shutil.copytree(transformers_js.web_dir(), harness / "web", ignore=shutil.ignore_patterns("node_modules"))
-    installed = transformers_js.web_dir() / "node_modules"
+def test_npm_packages_live_in_the_cache_named_by_the_lockfile(tmp_path, monkeypatch):
+    """The packages are never beside the harness (a wheel's site-packages, a checkout's harness/): `edge-pack
+    setup web` puts them in the cache, in a folder named by the lockfile; without them, edge-pack says so."""
+    installed = transformers_js.packages_dir()
+    harness = tmp_path / "_harness"  # as in a wheel: edge_pack/_harness, no node_modules
+    shutil.copytree(transformers_js.web_dir(), harness / "web")
+    assert not (harness / "web" / "node_modules").exists()
     monkeypatch.setattr(transformers_js, "harness_dir", lambda: harness)
     monkeypatch.setenv("EDGE_PACK_CACHE", str(tmp_path / "cache"))
     assert transformers_js.packages_dir() is None
     assert any("edge-pack setup web" in m for m in transformers_js.missing(browser=False))
 
-    cached = transformers_js.user_packages_dir()
-    assert cached.is_relative_to(tmp_path / "cache")
+    cached = transformers_js.install_dir()
+    assert cached.is_relative_to(tmp_path / "cache") and cached.name == installed.name
     cached.mkdir(parents=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copy2(harness / "web" / name, cached / name)
-    (cached / "node_modules").symlink_to(installed)  # what `npm ci` there would have written
+    (cached / "node_modules").symlink_to(installed / "node_modules")  # what `npm ci` there would have written
     assert transformers_js.packages_dir() == cached
     assert transformers_js.install(progress=lambda _: pytest.fail("nothing to install")) == cached
 
-    # A lockfile that pins other versions is a different cache folder: stale packages are never used.
+    # A lockfile that pins other versions is another folder: packages of an older lockfile are never used.
     lock = json.loads((harness / "web/package-lock.json").read_text())
     lock["packages"]["node_modules/playwright-core"]["version"] = "0.0.1"
     (harness / "web/package-lock.json").write_text(json.dumps(lock))
-    assert transformers_js.user_packages_dir() != cached and transformers_js.packages_dir() is None
+    assert transformers_js.install_dir() != cached and transformers_js.packages_dir() is None

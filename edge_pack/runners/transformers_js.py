@@ -1,10 +1,11 @@
 """What the Transformers.js runners (node.py, browser.py) share: where Node, the npm packages and Chromium
 are, how to install the packages, and one measurement as a child process speaking JSON.
 
-The npm packages are pinned by harness/web/package.json + package-lock.json. A checkout installs them into
-harness/web/node_modules (`make web-deps`); an installed wheel, whose harness folder may be read-only,
-installs them into the user's cache (`edge-pack setup web`), in a folder named by the lockfile's hash so
-that a new edge-pack release never runs against packages of an older lockfile.
+The npm packages are pinned by harness/web/package.json + package-lock.json and installed with `npm ci`
+(`edge-pack setup web`, which `make web-runtimes` runs) into edge-pack's cache folder, never beside the
+harness: the same place for a checkout and an installed wheel (whose site-packages only pip should write,
+and whose wheel must not carry 500 MB of node_modules). The folder is named by the lockfile's hash, so an
+edge-pack with another lockfile never runs against packages installed for an older one.
 """
 from __future__ import annotations
 
@@ -77,16 +78,15 @@ def _installed(folder: Path) -> bool:
         return False
 
 
-def user_packages_dir() -> Path:
+def install_dir() -> Path:
+    """Where `npm ci` puts the packages this harness's lockfile pins (EDGE_PACK_CACHE, else ~/.cache/edge-pack)."""
     return cache_root() / "web-packages" / file_sha256(web_dir() / "package-lock.json")[:16]
 
 
 def packages_dir() -> Path | None:
-    """The folder whose node_modules holds the pinned packages: the checkout's own, else the user cache's."""
-    for folder in (web_dir(), user_packages_dir()):
-        if _installed(folder):
-            return folder
-    return None
+    """The folder whose node_modules holds the pinned packages, or None before `edge-pack setup web`."""
+    folder = install_dir()
+    return folder if _installed(folder) else None
 
 
 def missing(browser: bool) -> list[str]:
@@ -110,19 +110,16 @@ def check(browser: bool) -> None:
 
 
 def install(progress=print) -> Path:
-    """npm ci the pinned packages (into the checkout's harness when writable, else the user cache)."""
-    if shutil.which("npm") is None:
-        raise UserError(f"npm is not installed; {INSTALL_NODE}")
+    """npm ci the pinned packages into install_dir(), unless they are there already."""
     ready = packages_dir()
     if ready is not None:
         return ready
-    # A checkout keeps them beside the harness (as `make web-runtimes` does); an installed wheel never
-    # writes into site-packages, where pip would not know about 500 MB of files.
-    folder = web_dir() if harness_dir().name == "harness" else user_packages_dir()
-    if folder != web_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy2(web_dir() / name, folder / name)
+    if shutil.which("npm") is None:
+        raise UserError(f"npm is not installed; {INSTALL_NODE}")
+    folder = install_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy2(web_dir() / name, folder / name)
     progress(f"installing {', '.join(PACKAGES)} with npm ci into {folder} (about 500 MB)")
     # The postinstall of onnxruntime-node downloads a CUDA add-on and fails offline; the CPU binding is inside.
     env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
