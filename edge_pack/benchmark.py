@@ -39,6 +39,8 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
             return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
     if not targets:
         raise UserError(f"{path} is not a bundle (no {MANIFEST}); to build and measure a source, add --target")
+    if runtime:
+        _check_ready(runtime)  # before the build, not after it
     source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="edge-pack-bench-") as tmp:
         bundle = Path(tmp) / "bundle"
@@ -130,9 +132,7 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     run_on = runtime or target.runtime
     if run_on not in target.runtimes:
         raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
-    missing = runtime_missing(run_on)
-    if missing:
-        raise UserError(f"the {run_on} runtime is not ready here: {'; '.join(missing)}")
+    _check_ready(run_on)
     task = manifest["source"]["task"]
     target_dir = bundle / name
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
@@ -141,6 +141,12 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
             "options": replace(run_options, threads=threads or target.threads)}
+
+
+def _check_ready(runtime: str) -> None:
+    missing = runtime_missing(runtime)
+    if missing:
+        raise UserError(f"the {runtime} runtime is not ready here: {'; '.join(missing)}")
 
 
 def _why_no_source(manifest: dict) -> str:

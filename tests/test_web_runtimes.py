@@ -160,9 +160,14 @@ def test_a_precision_the_browser_cannot_run_is_a_failed_candidate(bundle, tmp_pa
     assert "GatherBlockQuantized" in table.stdout and table.code == 1
 
 
-def test_bench_says_how_to_install_a_missing_browser(bundle):
-    run = cli("bench", bundle, "--runtime", "browser", env={"EDGE_PACK_CHROMIUM": "/nonexistent/chromium"})
+def test_bench_says_how_to_install_a_missing_browser(bundle, embedder, tmp_path):
+    no_browser = {"EDGE_PACK_CHROMIUM": "/nonexistent/chromium"}
+    run = cli("bench", bundle, "--runtime", "browser", env=no_browser)
     assert_one_line_error(run, 2, "browser runtime", "apt-get install chromium")
+    # building a source first: the missing browser is found before the build, and nothing is written
+    run = cli("bench", embedder, "--target", "web", "--runtime", "browser", env={**no_browser, "TMPDIR": str(tmp_path)})
+    assert_one_line_error(run, 2, "browser runtime")
+    assert not list(tmp_path.iterdir())
 
 
 def test_doctor_and_targets_say_what_is_missing_and_how_to_install_it():
