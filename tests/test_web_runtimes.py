@@ -214,3 +214,28 @@ def test_npm_packages_live_in_the_cache_named_by_the_lockfile(tmp_path, monkeypa
     lock["packages"]["node_modules/playwright-core"]["version"] = "0.0.1"
     (harness / "web/package-lock.json").write_text(json.dumps(lock))
     assert transformers_js.install_dir() != cached and transformers_js.packages_dir() is None
+
+
+@pytest.mark.parametrize("model, task", [("topic_classifier", "text-classification"),
+                                         ("digits_classifier", "image-classification")])
+def test_classifiers_give_onnxruntimes_logits_in_node_and_in_the_browser(request, tmp_path, model, task):
+    """Text and image classifiers (a BERT; a ViT, whose Conv makes q8 uint8): Transformers.js' logits match
+    Python onnxruntime's on the same files, and the labeled eval set keeps its accuracy."""
+    source = request.getfixturevalue(model)
+    out = tmp_path / "bundle"
+    edge_pack.build(str(source), ["web"], ["fp32", "q8"], out)
+    labels = [json.loads(line)["label"] for line in (source.parent / "eval.jsonl").read_text().splitlines()]
+    pre = Preprocessor(task, out / "web", None)
+    config = json.loads((out / "web/config.json").read_text())
+    names = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
+    evalset = make_evalset(pre, source.parent / "eval.jsonl", 32, names, embedder=False).head(24)
+    for precision in ("fp32", "q8"):
+        files = [out / "web/onnx" / FILES[precision]]
+        _, reference = run_artifact("ort", files, task, evalset, RunOptions(warmup=0, runs=0))
+        for runtime in JS_RUNTIMES:
+            result, logits = run_artifact(runtime, files, task, evalset, RunOptions(warmup=0, runs=1))
+            assert not result.postprocessed and len(logits[0]) == len(names)
+            assert _cosines(logits, reference).min() >= 0.999, (runtime, precision)
+            predicted = [names[int(np.argmax(v))] for v in logits]
+            assert predicted == [names[int(np.argmax(v))] for v in reference]
+            assert np.mean([p == l for p, l in zip(predicted, labels)]) > 0.6  # the models learned their task
