@@ -239,3 +239,17 @@ def test_classifiers_give_onnxruntimes_logits_in_node_and_in_the_browser(request
             predicted = [names[int(np.argmax(v))] for v in logits]
             assert predicted == [names[int(np.argmax(v))] for v in reference]
             assert np.mean([p == l for p, l in zip(predicted, labels)]) > 0.6  # the models learned their task
+
+
+def test_a_browser_past_its_timeout_fails_one_candidate_and_is_closed(bundle, evalset, tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    from edge_pack.errors import RunnerError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the browser profile lands here: findable
+    with pytest.raises(RunnerError, match="timed out after 5 s"):
+        run_artifact("browser", [bundle / "web/onnx/model.onnx"], "feature-extraction", evalset,
+                     RunOptions(warmup=0, runs=10_000_000, timeout_s=5))
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert left == []  # Chromium went with its driver

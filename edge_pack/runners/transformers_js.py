@@ -147,6 +147,16 @@ def _decode(encoded: dict) -> dict[str, np.ndarray]:
             for name, v in encoded.items()}
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM first: playwright closes the browser it launched on SIGTERM, a SIGKILL would orphan it."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
 def measure(script: str, files: list[Path], samples: list[dict], latency_input: dict | None,
             options: RunOptions, browser: bool) -> RunResult:
     """Run harness/web/<script> on the artifact `files` (an onnx/model_<dtype>.onnx inside a target folder)."""
@@ -166,12 +176,14 @@ def measure(script: str, files: list[Path], samples: list[dict], latency_input: 
         }
         (Path(tmp) / "request.json").write_text(json.dumps(request))
         argv = [node(), str(web_dir() / script), str(Path(tmp) / "request.json")]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=options.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RunnerError(f"timed out after {options.timeout_s:.0f} s") from None
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=options.timeout_s)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                raise RunnerError(f"timed out after {options.timeout_s:.0f} s") from None
         if proc.returncode != 0 or not (Path(tmp) / "result.json").is_file():
-            raise RunnerError(last_words(proc.stderr or proc.stdout) or f"exited with code {proc.returncode}")
+            raise RunnerError(last_words(stderr or stdout) or f"exited with code {proc.returncode}")
         result = json.loads((Path(tmp) / "result.json").read_text())
     measured = {}
     if browser:
