@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Intermediates (fp32 exports, test models) are cached inside the checkout, git-ignored.
 export EDGE_PACK_CACHE ?= $(CURDIR)/.cache/edge-pack
 
-.PHONY: demo test install chromium screenshot clean
+.PHONY: demo test install web-runtimes chromium screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,22 +21,26 @@ install: $(STAMP)
 
 # The demo is a job written down in examples/demo/edge-pack.toml: build and bench read it. bench ends by
 # writing report.html (and report.md, a release zip) beside results.json and printing its path.
-demo: install
+demo: install web-runtimes
 	cd examples/demo && $(CURDIR)/$(BIN)/edge-pack build && $(CURDIR)/$(BIN)/edge-pack bench
 
-# Headless Chromium (Debian package) renders report.html in the tests and makes the README's screenshot.
+# The web target's runtimes beyond pip: Debian's chromium (apt-get, only when missing; it also renders
+# report.html in the tests), then the npm packages pinned by harness/web/package-lock.json (`edge-pack
+# setup web`: npm ci into the cache, only when they are not there; it fails naming whatever is still
+# missing, e.g. Node.js).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { command -v apt-get >/dev/null 2>&1 && $(SUDO) apt-get update -q && \
-	    $(SUDO) apt-get install -y -q --no-install-recommends chromium; } || \
-	  echo "chromium is not installed and apt-get is not available: the report rendering tests will skip"
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
+web-runtimes: install chromium
+	$(BIN)/edge-pack setup web
 
 # The README's picture of the demo's report, made by edge-pack's own command.
-screenshot: demo chromium
+screenshot: demo
 	$(BIN)/edge-pack report examples/demo/dist --screenshot docs/report.png
 
-test: install chromium
+test: install web-runtimes
 	$(BIN)/python -m pytest
 
 clean:

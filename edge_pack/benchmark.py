@@ -22,7 +22,7 @@ from .measure import reference_vectors, run_artifact
 from .pipeline import build
 from .progress import steps
 from .release import write_release_zips
-from .runners import RunOptions
+from .runners import RunOptions, runtime_missing
 from .sla import judge, unchecked
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked, write_atomic
@@ -33,7 +33,7 @@ MB = 1_000_000
 
 def bench(path: str | Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
           eval_path: str | Path | None = None, sla_path: str | Path | None = None, runs: int = 20,
-          warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
+          warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | dict | None = None,
           timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
           progress: bool = False, target_files: tuple[Path, ...] = (), config: Config | None = None,
           runner_options: dict | None = None) -> dict:
@@ -49,6 +49,8 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
             return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
     if not targets:
         raise UserError(f"{path} is not a bundle (no {MANIFEST}); to build and measure a source, add --target")
+    for name in [runtime] if isinstance(runtime, str) else (runtime or {}).values():
+        _check_ready(name)  # before the build, not after it
     source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="edge-pack-bench-") as tmp:
         bundle = Path(tmp) / "bundle"
@@ -71,7 +73,7 @@ def _baseline_source(manifest: dict) -> SourceModel | None:
 
 def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
                  eval_path=None, config: Config | None = None, runs: int = 20, warmup: int = 3,
-                 threads: int | None = None, seq_len: int = 128, runtime: str | None = None,
+                 threads: int | None = None, seq_len: int = 128, runtime: str | dict | None = None,
                  timeout_s: float = 900.0, progress: bool = False, write: bool = True,
                  source: SourceModel | None = None,
                  runner_options: dict | None = None) -> dict:
@@ -83,6 +85,10 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
             raise UserError(f"{bundle} has no {name} artifacts; build them with: edge-pack build SOURCE --target {name}")
     if runs < 1 or warmup < 0:
         raise UserError("--runs must be at least 1 and --warmup at least 0")
+    if isinstance(runtime, str) and not any(runtime in get_target(name).runtimes for name in names):
+        offered = {name: get_target(name).runtimes for name in names}
+        raise UserError(f"no target measured here runs on {runtime} ("
+                        + "; ".join(f"{n}: {', '.join(r)}" for n, r in offered.items()) + ")")
     task = manifest["source"]["task"]
     source = source or _baseline_source(manifest)
     specs = [InputSpec(i["name"], i["dtype"], tuple(i["shape"])) for i in manifest["source"].get("inputs", [])]
@@ -145,9 +151,12 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
           run_options: RunOptions) -> dict:
     """What measuring one target needs: its runtime, its inputs (the eval file read and checked now) and SLA."""
     target = get_target(name, config.target_files)
-    run_on = runtime or target.runtime
+    # One runtime name applies to the targets that offer it (others keep theirs); a dict names one per target.
+    wanted = runtime.get(name) if isinstance(runtime, dict) else runtime if runtime in target.runtimes else None
+    run_on = wanted or target.runtime
     if run_on not in target.runtimes:
         raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
+    _check_ready(run_on)
     task = manifest["source"]["task"]
     target_dir = bundle / name
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
@@ -157,6 +166,12 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
             "cost": config.cost_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
             "options": replace(run_options, threads=threads or target.threads)}
+
+
+def _check_ready(runtime: str) -> None:
+    missing = runtime_missing(runtime)
+    if missing:
+        raise UserError(f"the {runtime} runtime is not ready here: {'; '.join(missing)}")
 
 
 def _why_no_source(manifest: dict) -> str:

@@ -146,7 +146,8 @@ def build(source, targets, precisions, out, calibration, config_path, timeout, a
 @click.option("--threads", type=click.IntRange(1, 64), help="Runtime threads (default: the target's).")
 @click.option("--seq-len", type=click.IntRange(1, 8192), help="Tokens in the latency input of text models "
               "(default 128).")
-@click.option("--runtime", help="Runner to measure with (see `edge-pack targets`).")
+@click.option("--runtime", help="Runner to measure with, for the targets that offer it (see `edge-pack targets`). "
+              "Default: runtimes in edge-pack.toml, else each target's own.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
@@ -178,7 +179,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
                         eval_path=eval_path or job.eval, runs=runs or settings.get("runs", 20),
                         warmup=settings.get("warmup", 3) if warmup is None else warmup,
                         threads=threads or settings.get("threads"), seq_len=seq_len or settings.get("seq_len", 128),
-                        runtime=runtime, timeout_s=timeout, allow_pickle=allow_pickle,
+                        runtime=runtime or job.runtimes or None, timeout_s=timeout, allow_pickle=allow_pickle,
                         trust_remote_code=trust_remote_code, progress=not as_json, config=job,
                         runner_options={"compute_units": compute_units} if compute_units else None)
     if as_json:
@@ -286,16 +287,69 @@ def verify(folder, deep, as_json) -> int:
 def targets(as_json) -> int:
     """List the targets, their precisions and defaults, and whether each toolchain is installed here."""
     from .report import targets_table
-    from .targets import load_targets
 
-    rows = [{"name": t.name, "description": t.description, "format": t.format, "precisions": list(t.precisions),
-             "default_precisions": list(t.default_precisions), "runtimes": list(t.runtimes),
-             "missing": t.missing_modules(), "install_hint": t.install_hint} for t in load_targets().values()]
+    rows = _target_rows()
     if as_json:
         _emit_json(rows)
     else:
         _show(targets_table(rows))
     return EXIT_OK
+
+
+def _target_rows() -> list[dict]:
+    """Each target with what this machine lacks: Python modules, and per runtime anything else (Node, a
+    browser, a device), each with how to install it."""
+    from .runners import runtime_missing
+    from .targets import load_targets
+
+    return [{"name": t.name, "description": t.description, "format": t.format, "precisions": list(t.precisions),
+             "default_precisions": list(t.default_precisions), "runtime": t.runtime, "runtimes": list(t.runtimes),
+             "missing": t.missing_modules(), "install_hint": t.install_hint,
+             "runtimes_missing": {r: runtime_missing(r) for r in t.runtimes}} for t in load_targets().values()]
+
+
+@cli.command()
+@target_file_flag
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(as_json) -> int:
+    """Check each target's toolchain and runtimes on this machine and say how to install what is missing.
+    Exit 1 when anything is missing."""
+    rows = _target_rows()
+    if as_json:
+        _emit_json(rows)
+    else:
+        for row in rows:
+            modules = (f"[red]missing {', '.join(row['missing'])}[/] — {row['install_hint']}" if row["missing"]
+                       else "[green]ok[/]")
+            lines = [f"[bold]{row['name']}[/]: Python toolchain {modules}"]
+            for runtime, missing in row["runtimes_missing"].items():
+                status = "[green]ok[/]" if not missing else "[red]not ready[/]"
+                lines.append(f"  runtime {runtime}{' (default)' if runtime == row['runtime'] else ''}: {status}")
+                lines += [f"    - {item}" for item in missing]
+            _show("\n".join(lines))
+    ready = all(not r["missing"] and not any(r["runtimes_missing"].values()) for r in rows)
+    return EXIT_OK if ready else EXIT_FAILED
+
+
+@cli.command()
+@click.argument("target")
+@target_file_flag
+def setup(target) -> int:
+    """Install what TARGET's runtimes need beyond pip (e.g. `edge-pack setup web`: the pinned npm packages
+    of Transformers.js and playwright-core, into the user's cache). System packages such as Node.js and
+    Chromium are not installed: `edge-pack doctor` says which ones to install."""
+    from .runners import get_runner, runtime_missing
+    from .targets import get_target
+
+    for runtime in get_target(target).runtimes:
+        install = getattr(get_runner(runtime), "install", None)
+        if install is not None:  # idempotent: runtimes that share packages install them once
+            install(click.echo)
+    missing = sorted({item for r in get_target(target).runtimes for item in runtime_missing(r)})
+    for item in missing:
+        click.echo(f"still missing: {item}")
+    click.echo(f"{target}: {'ready' if not missing else 'not ready'}")
+    return EXIT_OK if not missing else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,8 @@ DEFAULT_FILE = "edge-pack.toml"
 BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1}  # integer settings and their minimum
 PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests")
 COST_KEYS = ("requests_per_month", *PRICE_KEYS, "currency")
-TOP_KEYS = ("source", "targets", "target_files", "precisions", "eval", "calibration", "out", "bench", "sla", "cost")
+TOP_KEYS = ("source", "targets", "target_files", "precisions", "runtimes", "eval", "calibration", "out", "bench",
+            "sla", "cost")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Config:
     calibration: Path | None = None
     out: Path | None = None
     bench: dict = field(default_factory=dict)
+    runtimes: dict[str, str] = field(default_factory=dict)  # target -> the runner bench measures it with
     sla: Sla = field(default_factory=Sla)
     target_sla: dict[str, Sla] = field(default_factory=dict)
     cost: Cost | None = None
@@ -117,7 +119,8 @@ class _Reader:
             if not file.is_file():
                 self.fail("target_files", f"names {file}, which does not exist")
         try:
-            known = tuple(load_targets(files + tuple(extra_targets)))
+            targets = load_targets(files + tuple(extra_targets))
+            known = tuple(targets)
         except UserError as exc:
             self.fail("target_files", f"names a target file that cannot be used ({exc.message})")
         config = Config(path=self.path, target_files=files + tuple(extra_targets))
@@ -137,6 +140,12 @@ class _Reader:
             if key in data:
                 setattr(config, key, self.path_value(key, data[key]))
         config.bench = self.bench(self.table("bench", data.get("bench", {})))
+        for name, runtime in self.table("runtimes", data.get("runtimes", {})).items():
+            if name not in known:
+                self.fail(f"runtimes.{name}", f"is not a target; targets are {', '.join(known)}")
+            if self.string(f"runtimes.{name}", runtime) not in targets[name].runtimes:
+                self.fail(f"runtimes.{name}", f"must be one of {', '.join(targets[name].runtimes)}, not {runtime!r}")
+            config.runtimes[name] = runtime
         sla_table = self.table("sla", data.get("sla", {}))
         config.sla = Sla().override(self.sla_values(sla_table, "sla", known))
         config.target_sla = {name: config.sla.override(self.sla_values(self.table(f"sla.{name}", sub), f"sla.{name}", ()))

@@ -1,6 +1,7 @@
 """One measurement of one artifact on its runtime, the same code for the build-time check and the bench."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ def reference_vectors(reference, task: str, samples: list[dict]) -> tuple[list[n
 
 def run_artifact(runtime: str, files: list[Path], task: str, evalset: EvalSet,
                  options: RunOptions) -> tuple[RunResult, list[np.ndarray]]:
+    options = replace(options, task=task)
     result = get_runner(runtime).run(files, evalset.samples, evalset.latency_input, options)
     if result.postprocessed:
         vectors = [np.asarray(next(iter(o.values())), dtype=np.float64).reshape(-1) for o in result.outputs]

@@ -91,7 +91,10 @@ def targets_table(rows: list[dict]) -> Table:
     for row in rows:
         precisions = " ".join(f"[bold]{p}[/]" if p in row["default_precisions"] else p for p in row["precisions"])
         status = "[green]installed[/]" if not row["missing"] else f"[red]missing {', '.join(row['missing'])}[/] — {row['install_hint']}"
-        table.add_row(row["name"], row["format"], precisions, ", ".join(row["runtimes"]), status)
+        runtimes = "\n".join(f"{name} [green]ready[/]" if not missing else
+                             f"{name} [red]not ready[/] — {'; '.join(missing)} (see edge-pack doctor)"
+                             for name, missing in row.get("runtimes_missing", {n: [] for n in row["runtimes"]}).items())
+        table.add_row(row["name"], row["format"], precisions, runtimes, status)
     return table
 
 

@@ -1,6 +1,7 @@
 """Small, seeded models the tests build themselves (seconds each), cached by recipe under .cache/.
 
 - a topic classifier: a 2-layer BERT with its own WordPiece tokenizer, trained on templated sentences;
+- a tiny text embedder: that classifier's encoder alone (BertModel), for feature extraction;
 - a digits classifier: a 2-layer ViT with a ViT image processor, trained on scikit-learn's digits;
 each saved as a Hugging Face folder with safetensors, with a labeled held-out eval file beside it;
 - a tiny Llama-style decoder, as a PyTorch entry point (models:tiny_llama).
@@ -101,6 +102,21 @@ def _build_topic_classifier(work: Path) -> None:
     model.save_pretrained(model_dir, safe_serialization=True)
     shutil.rmtree(work / "vocab")
     _write_jsonl(work / "eval.jsonl", ({"text": t, "label": l} for t, l in held_out))
+
+
+def tiny_embedder() -> Path:
+    """HF folder: the topic classifier's 2-layer BERT encoder as a BertModel (a text embedder, 64 wide)."""
+    return _cached("tiny-embedder", _build_tiny_embedder) / "model"
+
+
+def _build_tiny_embedder(work: Path) -> None:
+    from transformers import BertModel, BertTokenizerFast
+
+    classifier = topic_classifier()
+    model = BertModel.from_pretrained(classifier, add_pooling_layer=False)  # the encoder, without the head
+    model.save_pretrained(work / "model", safe_serialization=True)
+    BertTokenizerFast.from_pretrained(classifier).save_pretrained(work / "model")
+    shutil.copy2(classifier.parent / "eval.jsonl", work / "eval.jsonl")
 
 
 def digits_classifier() -> Path:

@@ -76,6 +76,9 @@ def test_wheel_carries_targets_and_harness(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "edge_pack/_targets/web.toml" in names
     assert {"edge_pack/_harness/protocol.py", "edge_pack/_harness/ort/run.py"} <= names
+    web = {f"edge_pack/_harness/web/{n}" for n in ("package.json", "package-lock.json", "measure.mjs", "node.mjs",
+                                                    "browser.mjs", "page.html")}
+    assert web <= names
     assert "edge_pack/data/sentences.txt" in names
     assert {"edge_pack/templates/report.html.j2", "edge_pack/templates/report.md.j2"} <= names
     assert not [n for n in names if "node_modules" in n or n.startswith("tests/")]

@@ -21,6 +21,7 @@ source = "models/mine"
 targets = ["web", "web-small"]
 target_files = ["t.toml"]
 precisions = { web = "sweep", web-small = ["q8"] }
+runtimes = { web = "node" }
 eval = "data/eval.jsonl"
 calibration = "data/calib.jsonl"
 out = "dist/x"
@@ -46,6 +47,7 @@ currency = "EUR"
     assert (config.eval, config.calibration, config.out) == (tmp_path / "data/eval.jsonl",
                                                              tmp_path / "data/calib.jsonl", tmp_path / "dist/x")
     assert config.bench == {"runs": 7, "seq_len": 64}
+    assert config.runtimes == {"web": "node"}
     assert config.sla_for("web").max_latency_ms == 80 and config.sla_for("web").max_size_mb is None
     small = config.sla_for("web-small")
     assert (small.min_accuracy_ratio, small.max_latency_ms, small.max_size_mb) == (0.95, 80, 10)
@@ -83,6 +85,8 @@ def test_locate_finds_keys_in_tables_dotted_keys_and_inline_tables():
     ('precisions = "all of them"\n', ["edge-pack.toml:1", "precisions", "'sweep'"]),
     ('precisions = { xbox = "sweep" }\n', ["edge-pack.toml:1", "precisions.xbox", "not a target"]),
     ('eval = 3\n', ["edge-pack.toml:1", "eval", "non-empty string"]),
+    ('runtimes = { web = "safari" }\n', ["edge-pack.toml:1", "runtimes.web", "browser", "'safari'"]),
+    ('runtimes = { xbox = "ort" }\n', ["edge-pack.toml:1", "runtimes.xbox", "not a target"]),
     ('\n[bench]\nruns = 0\n', ["edge-pack.toml:3", "bench.runs", "at least 1"]),
     ('\n[bench]\nrepeats = 3\n', ["edge-pack.toml:3", "bench.repeats", "not a known key"]),
     ('[sla]\nmax_size_mb = true\n', ["edge-pack.toml:2", "sla.max_size_mb", "non-negative number"]),

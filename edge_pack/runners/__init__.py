@@ -14,6 +14,7 @@ class RunOptions:
     warmup: int = 3
     runs: int = 20
     timeout_s: float = 900.0
+    task: str | None = None  # the source's task (feature-extraction...), for runtimes that load by task
     # Runner-specific settings (a device address, compute units...), set by CLI flags of that runner.
     extra: dict = field(default_factory=dict)
 
@@ -42,5 +43,17 @@ class RunResult:
 def get_runner(name: str):
     """The module edge_pack.runners.<name>, or a user's own module when the name is dotted
     (e.g. runtime = "mycompany.edge_runner" in a target TOML); it offers run(files, samples, latency_input,
-    options)."""
+    options), and optionally missing() -> list[str] (what this machine lacks, each with how to install it;
+    `edge-pack doctor` and bench ask) and install(progress) (what `edge-pack setup TARGET` runs)."""
     return importlib.import_module(name if "." in name else f"{__name__}.{name}")
+
+
+def runtime_missing(name: str) -> list[str]:
+    """What this machine lacks to run the runner `name` (each item says how to install it); a runner
+    declares it with a missing() function, a runner without one needs nothing beyond its target's modules."""
+    try:
+        runner = get_runner(name)
+    except ImportError as exc:
+        return [f"runner {name} cannot be imported ({exc})"]
+    check = getattr(runner, "missing", None)
+    return list(check()) if check else []

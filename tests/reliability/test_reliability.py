@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -245,8 +246,8 @@ def faulty_bundle(tmp_path_factory, topic_classifier):
     folder = tmp_path_factory.mktemp("faulty")
     target = folder / "flaky.toml"
     web = (ROOT / "targets" / "web.toml").read_text()
-    target.write_text(web.replace('name = "web"', 'name = "flaky"').replace(
-        'runtimes = ["ort"]', 'runtimes = ["ort", "reliability.hangs", "reliability.crashes"]'))
+    target.write_text(re.sub(r"^runtimes = \[.*\]$", 'runtimes = ["ort", "reliability.hangs", "reliability.crashes"]',
+                             web.replace('name = "web"', 'name = "flaky"'), flags=re.MULTILINE))
     out = folder / "bundle"
     run = edge_pack("build", topic_classifier, "--target-file", target, "-t", "flaky", "-p", "fp32", "-p", "q8",
                     "-p", "int8", "-o", out)

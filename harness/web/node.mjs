@@ -1,0 +1,38 @@
+// Transformers.js in Node (onnxruntime-node, CPU). Usage: node node.mjs request.json
+// The request (written by edge_pack/runners/node.py) names the model, the inputs and where the npm
+// packages are; the result JSON goes where the request says.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+import { measure } from './measure.mjs';
+
+async function main() {
+    const request = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+    // The npm packages live where `edge-pack setup web` (or `make`) installed them, not beside this file.
+    const tf = createRequire(path.join(request.packages, 'package.json'))('@huggingface/transformers');
+    tf.env.allowRemoteModels = false;
+    tf.env.allowLocalModels = true;
+    tf.env.localModelPath = request.model_root;
+    const threads = request.threads;
+    const session_options = { intraOpNumThreads: threads, interOpNumThreads: 1 };
+    if (threads > 1) {
+        // Spinning worker threads starve each other on a small, busy machine (DESIGN.md).
+        session_options.extra = { session: { intra_op: { allow_spinning: '0' } } };
+    }
+    const result = await measure(tf, request, { device: 'cpu', session_options });
+    const ort = tf.env.backends.onnx.versions ?? {};
+    writeFileSync(request.result, JSON.stringify({
+        ...result,
+        threads,
+        peak_rss_mb: process.resourceUsage().maxRSS / 1024,
+        runtime: `Transformers.js ${result.version} (Node ${process.versions.node}, onnxruntime-node ${ort.node ?? '?'}, CPU)`,
+        host: { system: process.platform, machine: process.arch, node: process.versions.node, threads },
+    }));
+}
+
+main().catch((error) => {
+    // One line: the host shows the runtime's last line of stderr as the candidate's failure.
+    console.error(String(error?.message ?? error).replace(/\s+/g, ' ').trim());
+    process.exit(1);
+});
