@@ -79,17 +79,27 @@ def _with(options):
 @target_file_flag
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Data to calibrate full-integer quantization (android int8): JSONL/CSV rows, a folder of "
+                   "images, or an .npz of model inputs; 100+ samples.")
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
+              help="Image input layout of android models: channels-last (Android's) or PyTorch's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
 @_with(source_flags)
-def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, timeout, calibration, layout, as_json, allow_pickle,
+          trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2."""
     from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
+    if calibration is not None and not calibration.exists():
+        raise UserError(f"calibration file {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
+                        "folder of images")
     manifest = run_build(source, targets or ("all",), list(precisions) or None, out, allow_pickle=allow_pickle,
                          trust_remote_code=trust_remote_code, progress=not as_json,
-                         options=BuildOptions(timeout_s=timeout))
+                         options=BuildOptions(calibration=calibration, target_options={"layout": layout},
+                                              timeout_s=timeout))
     if as_json:
         _emit_json(manifest)
     else:
