@@ -17,6 +17,7 @@ from .evalset import Preprocessor, make_evalset
 from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
 from .measure import reference_vectors, run_artifact
 from .progress import steps
+from .quiet import captured
 from .runners import RunOptions
 from .sla import cheapest, judge
 from .source import InputSpec, SourceModel, load_source
@@ -158,7 +159,8 @@ def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source:
     """fp32 source outputs (torch, or onnxruntime for an ONNX source); when the source is not available,
     the fp32 artifact stands in and the results say why."""
     if source is not None:
-        vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
+        with captured():  # loading a model can log (e.g. transformers probing optional quantization kernels)
+            vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
         engine = {"hf": "PyTorch", "onnx": "onnxruntime", "torch": "PyTorch"}[source.kind]
         return vectors, kind, f"fp32 source ({engine})"
     fp32 = next((a for a in artifacts if a["precision"] == "fp32"), None)

@@ -65,11 +65,17 @@ def cross_check(request: dict, threads: int) -> dict:
         except subprocess.TimeoutExpired:
             return {"litert_benchmark_error": "timed out"}
         if proc.returncode != 0 or not os.path.isfile(result):
-            lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
-            return {"litert_benchmark_error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}
+            return {"litert_benchmark_error": _cause(proc.stderr + proc.stdout) or f"exit code {proc.returncode}"}
         with open(result) as handle:
             found = json.load(handle)["latency"]
     return {"litert_benchmark_p50_ms": found["median_ms"], "litert_benchmark_runs": found["num_runs"]}
+
+
+def _cause(text: str) -> str:
+    """The tool's first error line (the cause; later ones are the traceback), or its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR") or "Error:" in line]
+    return (errors[0] if errors else lines[-1] if lines else "")[:300]
 
 
 if __name__ == "__main__":
