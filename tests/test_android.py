@@ -222,21 +222,16 @@ def test_manifest_records_conversion_and_runtime_facts(digits_bundle, text_bundl
     assert any("only 80 calibration samples" in n for n in notes)  # fewer than 100: the user is told
 
 
-def test_int8_is_skipped_without_calibration_and_says_what_to_pass(tmp_path, digits_cnn_dir):
-    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "fp32", "-p", "int8", "-o",
-                    tmp_path / "b", "--json", cwd=digits_cnn_dir)
+def test_int8_is_skipped_without_calibration_and_nchw_keeps_pytorch_order(tmp_path, digits_cnn_dir):
+    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "fp32", "-p", "int8", "--layout", "nchw",
+                    "-o", tmp_path / "b", "--json", cwd=digits_cnn_dir)
     assert run.code == 0, run.stderr
-    (skipped,) = run.json()["rejected"]
+    manifest = run.json()
+    (skipped,) = manifest["rejected"]
     assert skipped["precision"] == "int8" and skipped["status"] == "skipped"
     assert "--calibration FILE" in skipped["reason"]
     assert not (tmp_path / "b/android/model_int8.tflite").exists()
-
-
-def test_nchw_layout_keeps_pytorch_order(tmp_path, digits_cnn_dir):
-    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "fp32", "--layout", "nchw", "-o",
-                    tmp_path / "b", "--json", cwd=digits_cnn_dir)
-    assert run.code == 0, run.stderr
-    (image,) = run.json()["artifacts"][0]["recipe"]["io"]["inputs"]
+    (image,) = manifest["artifacts"][0]["recipe"]["io"]["inputs"]
     assert image["shape"] == [1, 1, 8, 8] and image["layout"] == "NCHW"
 
 

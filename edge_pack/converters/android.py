@@ -49,10 +49,12 @@ class Converter:
         self.recipes: dict[str, dict] = {}
         self.notes: list[str] = []  # shown during the build and kept in the manifest
         self.io: dict[str, dict] = {}
+        calibration = getattr(options, "calibration", None)
+        samples = self._read_calibration(calibration) if calibration else None  # bad data: stop before work
         folder = fp32_tflite(self.source, self.layout, self.seq_len)
         self.fp32 = folder / FP32
         self.signature = json.loads((folder / SIGNATURE).read_text())
-        self.calibration = self._calibration(getattr(options, "calibration", None))
+        self.calibration = self._fit_calibration(calibration, samples) if calibration else None
         self.meta = {"conversion": {"converter": "litert-torch", "fixed_shapes": True, **self._conventions()}}
 
     def support_files(self) -> list[Path]:
@@ -163,16 +165,18 @@ class Converter:
             out.unlink()
             raise NotApplicable(f"ai-edge-quantizer found no weights of this model it can store as {expected.lower()}")
 
-    def _calibration(self, path) -> dict | None:
-        """The calibration samples as model feeds, checked now: bad data stops the build before any work."""
-        if path is None:
-            return None
+    def _read_calibration(self, path: Path) -> list[dict]:
+        """The calibration samples as the source takes them, checked (shape, dtype) against its inputs."""
         specs = input_specs(self.given) if self.given.kind == "torch" else None
         pre = Preprocessor(self.source.task, self.source.support_dir, specs)
+        length = min(self.seq_len, pre.max_length) if pre.tokenizer is not None else self.seq_len
         if pre.tokenizer is not None:
-            pre.max_length = min(pre.max_length, self.signature["seq_len"])
-        samples = make_evalset(pre, Path(path), seq_len=self.signature["seq_len"] or self.seq_len, label_names=None,
-                               embedder=True, what="calibration file").samples
+            pre.max_length = length  # text is cut where the model cuts it
+        return make_evalset(pre, Path(path), seq_len=length, label_names=None, embedder=True,
+                            what="calibration file").samples
+
+    def _fit_calibration(self, path: Path, samples: list[dict]) -> dict:
+        """The samples as the fp32 model's feeds (layout, padding, types), the way the device feeds them."""
         details = _interpreter(self.fp32).get_signature_runner().get_input_details()
         fit = _feeds().fit
         layouts = {i["name"]: "NHWC" for i in self.signature["inputs"] if i.get("layout") == "NHWC"}
