@@ -21,6 +21,7 @@ from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
 from .measure import reference_vectors, run_artifact
 from .pipeline import build
 from .progress import steps
+from .quiet import captured
 from .release import write_release_zips
 from .runners import RunOptions, runtime_missing
 from .sla import judge, unchecked
@@ -192,7 +193,8 @@ def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source:
     """fp32 source outputs (torch, or onnxruntime for an ONNX source); when the source is not available,
     the fp32 artifact stands in and the results say why."""
     if source is not None:
-        vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
+        with captured():  # loading a model can log (e.g. transformers probing optional quantization kernels)
+            vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
         engine = {"hf": "PyTorch", "onnx": "onnxruntime", "torch": "PyTorch"}[source.kind]
         return vectors, kind, f"fp32 source ({engine})"
     fp32 = next((a for a in artifacts if a["precision"] == "fp32"), None)

@@ -34,6 +34,8 @@ def target_charts(name: str, target: dict, rows: list[dict]) -> list[dict]:
             ("quality-size", f"{quality_name} vs size", _quality_size),
             ("latency-size", "latency (p50) vs size", _latency_size),
         ):
+            if kind == "latency-size" and all(r.get("latency_p50_ms") is None for r in ran):
+                continue  # an emulator takes no timings (the table says so): no chart rather than an empty one
             fig, ax = _figure()
             draw(ax, ran, target.get("recommended"), lines, quality_name)
             chart_id = f"{_slug(name)}-{kind}"

@@ -91,29 +91,36 @@ def _job(config_path: Path | None):
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Bundle folder, written whole at the end or left as it was. Default: out in edge-pack.toml, "
                    "else dist.")
-@click.option("--calibration", type=click.Path(exists=True, path_type=Path),
-              help="Calibration data for converters that quantize activations.")
 @_with(job_flags)
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Data to calibrate full-integer quantization (android int8): JSONL/CSV rows, a folder of "
+                   "images, or an .npz of model inputs; 100+ samples.")
+@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
+              help="Image input layout of android models: channels-last (Android's) or PyTorch's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
 @click.option("--min-ios", type=click.Choice(["16", "17", "18"]), help="ios: the oldest iOS the packages must "
               "run on (default 16); precisions that need a newer one are refused.")
 @click.option("--quantize-embeddings", is_flag=True, help="ios: compress embedding tables too, not only "
               "linear/conv weights (smaller, less accurate at 4 bits).")
 @_with(source_flags)
-def build(source, targets, precisions, out, calibration, config_path, timeout, as_json, min_ios, quantize_embeddings,
-          allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, config_path, timeout, calibration, layout, as_json, min_ios,
+          quantize_embeddings, allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2. Without SOURCE, the job in
     ./edge-pack.toml (or --config FILE) is built."""
     from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
-    target_options = {"min_ios": int(min_ios)} if min_ios else {}
+    target_options = {"layout": layout, **({"min_ios": int(min_ios)} if min_ios else {})}
     if quantize_embeddings:
         target_options["quantize_embeddings"] = True
     job = _job(config_path)
+    calibration = calibration or job.calibration
+    if calibration is not None and not calibration.exists():
+        raise UserError(f"calibration data {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
+                        "folder of images")
     source = source or job.source
     if not source:
         raise UserError("give SOURCE (a model folder, .onnx file, package.module:factory or 'demo'), or set "
@@ -122,7 +129,7 @@ def build(source, targets, precisions, out, calibration, config_path, timeout, a
     manifest = run_build(source, targets or job.targets or ("all",), list(precisions) or job.precisions, out,
                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                          target_files=job.target_files, progress=not as_json,
-                         options=BuildOptions(calibration=calibration or job.calibration, timeout_s=timeout,
+                         options=BuildOptions(calibration=calibration, timeout_s=timeout,
                                               target_options=target_options))
     if as_json:
         _emit_json(manifest)

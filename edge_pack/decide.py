@@ -73,9 +73,10 @@ def recommendation(name: str, rows: list[dict], sla: Sla, currency: str | None =
         cost = (f", {best['cost_per_month']:,.2f} {currency}/month" if currency and best.get("cost_per_month")
                 is not None else "")
         quality = best["quality"]
+        latency = best.get("latency_note") or f"p50 {number(best.get('latency_p50_ms'))} ms"
         return {"recommended": best["precision"], "blocking": [], "closest": None,
                 "text": (f"{name}: ship {best['precision']} — the smallest candidate that meets the SLA "
-                         f"({number(best['size_mb'])} MB, p50 {number(best.get('latency_p50_ms'))} ms, "
+                         f"({number(best['size_mb'])} MB, {latency}, "
                          f"{quality['name']} {quality['value']:.3f}{cost})")}
     ran = measured(rows)
     if not ran:

@@ -91,17 +91,21 @@ def _image_processor(folder: Path | None):
 # ---------------------------------------------------------------------------------------------- building
 
 def make_evalset(pre: Preprocessor, eval_path: Path | None, seq_len: int, label_names: list[str] | None,
-                 embedder: bool) -> EvalSet:
+                 embedder: bool, what: str = "eval file") -> EvalSet:
+    """`what` names the file in messages (an eval file, a calibration file)."""
     if eval_path is not None:
         eval_path = Path(eval_path)
-        if not eval_path.is_file():
-            raise UserError(f"eval file {eval_path} does not exist; give a .jsonl, .csv or .npz file")
-        if eval_path.suffix == ".npz":
+        if eval_path.is_dir():
+            samples, labels = _read_folder(eval_path, pre, label_names, what)
+        elif not eval_path.is_file():
+            raise UserError(f"{what} {eval_path} does not exist; give a .jsonl, .csv or .npz file "
+                            "(or a folder of images for an image model)")
+        elif eval_path.suffix == ".npz":
             samples, labels = _read_npz(eval_path, pre.specs)
         elif eval_path.suffix in (".jsonl", ".csv"):
             samples, labels = _read_rows(eval_path, pre, label_names, embedder)
         else:
-            raise UserError(f"eval file {eval_path} must be .jsonl, .csv or .npz")
+            raise UserError(f"{what} {eval_path} must be .jsonl, .csv or .npz (or a folder of images)")
         origin = f"{eval_path} ({len(samples)} samples{', labeled' if labels is not None else ''})"
     else:
         samples, origin = _builtin(pre)
@@ -177,11 +181,54 @@ def _check_array(path: Path, spec: InputSpec, array: np.ndarray) -> None:
     """Samples stacked on the first axis, each shaped and typed as the model's input."""
     if array.dtype.kind not in "biuf":
         raise UserError(f"{path}: array {spec.name} holds {array.dtype}, not numbers; save numeric arrays")
+    wanted = np.dtype(spec.dtype)
+    if (wanted.kind == "f") != (array.dtype.kind == "f"):
+        raise UserError(f"{path}: array {spec.name} holds {array.dtype}; the model takes {wanted.name} "
+                        f"({'real numbers' if wanted.kind == 'f' else 'integers such as token ids'})")
     expected = tuple(spec.shape)
     if array.ndim != len(expected) or any(e is not None and e != a for e, a in zip(expected[1:], array.shape[1:])):
         shape = ", ".join("?" if d is None else str(d) for d in ("N", *expected[1:]))
         raise UserError(f"{path}: array {spec.name} has shape {array.shape}; the model takes ({shape}) with "
                         "samples on the first axis")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def _read_folder(folder: Path, pre: Preprocessor, label_names: list[str] | None, what: str):
+    """Images in a folder per class (labeled by the folder's name), or images directly in the folder."""
+    if pre.image_processor is None:
+        raise UserError(f"{what} {folder} is a folder; a folder of images works for image models with a "
+                        "preprocessor_config.json; give a .jsonl, .csv or .npz file")
+
+    def images(path: Path) -> list[Path]:
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = images(folder)
+    if classes and loose:
+        raise UserError(f"{folder} holds both images and class folders; put every image in its class's folder")
+    rows = [(p, None) for p in loose] or [(p, c.name) for c in classes for p in images(c)]
+    if not rows:
+        raise UserError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in class folders")
+    from PIL import Image, UnidentifiedImageError
+
+    if label_names and classes:
+        unknown = [c.name for c in classes if c.name not in label_names]
+        if unknown:
+            raise UserError(f"{folder}: class folder {unknown[0]!r} is not one of the model's labels "
+                            f"({', '.join(label_names[:10])}{'...' if len(label_names) > 10 else ''})")
+    samples, groups = [], {}
+    for path, _ in rows:
+        try:
+            samples.append(pre.image(Image.open(path)))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise UserError(f"cannot read image {path} ({exc.__class__.__name__}); remove it or replace it") from None
+    if classes:
+        order = label_names or []
+        labels = [order.index(c) if c in order else groups.setdefault(c, len(groups)) for _, c in rows]
+        return samples, np.array(labels, dtype=np.int64)
+    return samples, None
 
 
 def _rows(path: Path):

@@ -124,6 +124,9 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
     with step_usage() as export_usage, deadline(options.timeout_s, f"exporting {source.name} for {target.name}"):
         converter = module.Converter(source, target, target_dir, options)
         support = converter.support_files()
+    notes = list(getattr(converter, "notes", []))  # what the user should know (e.g. little calibration data)
+    for note in notes:
+        bar.note(f"[yellow]![/] {target.name}: {note}")
     artifacts, rejected = [], []
     for name in precisions:
         bar.step(f"{target.name}: building {name}")
@@ -149,7 +152,8 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
         bar.advance()
     support += converter.finish()
     meta = {"description": target.description, "format": target.format, "runtime": target.runtime,
-            "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support]}
+            "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support],
+            **getattr(converter, "meta", {}), **({"notes": notes} if notes else {})}
     return {"artifacts": artifacts, "rejected": rejected, "meta": meta}
 
 

@@ -54,7 +54,7 @@ def run_harness(script: str, model: Path, samples: list[dict], latency_input: di
     return RunResult(outputs=outputs, load_ms=result["load_ms"], latency_ms=result["latency_ms"],
                      peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"], host=result.get("host", {}),
                      postprocessed=result.get("postprocessed", False), latency_note=result.get("latency_note"),
-                     obtained=result.get("obtained", {}))
+                     obtained=result.get("obtained", {}), metrics=result.get("metrics", {}))
 
 
 def last_words(text: str, limit: int = 300) -> str:

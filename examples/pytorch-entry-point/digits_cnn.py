@@ -1,8 +1,9 @@
 """A PyTorch entry point for edge-pack: `edge-pack build digits_cnn:factory --target web`.
 
 factory() returns (module, example inputs); here a small CNN trained in about a second on scikit-learn's
-bundled digits (seeded, so every call returns the same weights). `python digits_cnn.py eval.npz` writes the
-held-out split as an .npz of ready inputs plus labels, for `edge-pack bench --eval eval.npz`.
+bundled digits (seeded, so every call returns the same weights). `python digits_cnn.py eval.npz calibration.npz`
+writes the held-out split as an .npz of ready inputs plus labels, for `edge-pack bench --eval eval.npz`, and
+250 training images for full-integer quantization, `edge-pack build ... --calibration calibration.npz`.
 """
 from __future__ import annotations
 
@@ -53,5 +54,12 @@ def write_eval(path: str) -> None:
     np.savez(path, image=images[-HELD_OUT:], labels=labels[-HELD_OUT:])
 
 
+def write_calibration(path: str) -> None:
+    images, _ = _data()
+    np.savez(path, image=images[:-HELD_OUT][::6])  # training images only: the test split stays unseen
+
+
 if __name__ == "__main__":
     write_eval(sys.argv[1] if len(sys.argv) > 1 else "eval.npz")
+    if len(sys.argv) > 2:
+        write_calibration(sys.argv[2])

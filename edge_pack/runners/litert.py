@@ -1,0 +1,25 @@
+"""LiteRT on this machine (ai-edge-litert's Interpreter, XNNPACK CPU): the runtime Android apps embed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import RunOptions, RunResult
+from .local import run_harness
+
+NAME = "LiteRT (ai-edge-litert)"
+IO_FILE = "model_io.json"  # written by the android converter beside the .tflite files
+
+
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+    return run_harness("litert/run.py", files[0], samples, latency_input, options,
+                       extra={"layouts": layouts(files[0])})
+
+
+def layouts(model: Path) -> dict[str, str]:
+    """Inputs the converter turned channels-last, from the description it wrote beside the model."""
+    described = model.parent / IO_FILE
+    if not described.is_file():
+        return {}
+    entry = json.loads(described.read_text()).get(model.name, {})
+    return {i["name"]: i["layout"] for i in entry.get("inputs", []) if i.get("layout") == "NHWC"}
