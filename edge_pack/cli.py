@@ -79,9 +79,11 @@ def _with(options):
 @target_file_flag
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="pi: calibration text for an importance matrix that guides llama.cpp's quantizer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
 @_with(source_flags)
-def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, timeout, imatrix, as_json, allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2."""
     from .pipeline import BuildOptions, build as run_build
@@ -89,7 +91,8 @@ def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trus
 
     manifest = run_build(source, targets or ("all",), list(precisions) or None, out, allow_pickle=allow_pickle,
                          trust_remote_code=trust_remote_code, progress=not as_json,
-                         options=BuildOptions(timeout_s=timeout))
+                         options=BuildOptions(timeout_s=timeout,
+                                              target_options={"imatrix": imatrix} if imatrix else {}))
     if as_json:
         _emit_json(manifest)
     else:
@@ -104,7 +107,8 @@ def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trus
 @click.option("-t", "--target", "targets", multiple=True, help="Target(s) to measure. Default: all in the bundle.")
 @click.option("-p", "--precision", "precisions", multiple=True, help="Only these precisions.")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path),
-              help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels).")
+              help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels); "
+              "for a text-generation model, a .txt to measure perplexity on.")
 @click.option("--sla", "sla_path", type=click.Path(path_type=Path),
               help=f"SLA file (default: ./{DEFAULT_SLA} when present).")
 @click.option("--runs", default=20, show_default=True, help="Timed runs per artifact.")
@@ -113,13 +117,15 @@ def build(source, targets, precisions, out, timeout, as_json, allow_pickle, trus
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(1, 8192),
               help="Tokens in the latency input of text models.")
 @click.option("--runtime", help="Runner to measure with (see `edge-pack targets`).")
+@click.option("--device", help="Measure on a device instead of this machine: ssh://user@host[:port] (uses your "
+              "OpenSSH client and ~/.ssh/config; add ?python=PATH for another Python there).")
 @target_file_flag
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
 @_with(source_flags)
-def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads, seq_len, runtime, timeout, as_json,
-          allow_pickle, trust_remote_code) -> int:
+def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads, seq_len, runtime, device, timeout,
+          as_json, allow_pickle, trust_remote_code) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA and print the verdict. Exit 1 when a target has no passing candidate."""
     from .benchmark import bench as run_bench
@@ -130,7 +136,7 @@ def bench(path, targets, precisions, eval_path, sla_path, runs, warmup, threads,
     results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
                         eval_path=eval_path, sla_path=sla_path, runs=runs, warmup=warmup, threads=threads,
                         seq_len=seq_len, runtime=runtime, timeout_s=timeout, allow_pickle=allow_pickle,
-                        trust_remote_code=trust_remote_code, progress=not as_json)
+                        trust_remote_code=trust_remote_code, progress=not as_json, device=device)
     if as_json:
         _emit_json(results)
     else:

@@ -26,21 +26,48 @@ def _quality(row: dict) -> str:
 def _agreement(row: dict) -> str:
     """Label-free agreement with fp32, shown beside a labeled accuracy: top-1 for classifiers, cosine else."""
     found = row.get("metrics") or {}
+    if "kl_divergence" in found:
+        return f"KL {found['kl_divergence']:.4f}"
     if "top1_agreement" in found:
         return f"top-1 {found['top1_agreement']:.1%}"
     return f"cos {found['cosine_mean']:.4f}" if "cosine_mean" in found else "—"
+
+
+def _extra_columns(rows: list[dict]) -> list[tuple[str, object]]:
+    """Columns for what only some runtimes measure (a decoder's perplexity and tokens/s, the bandwidth
+    estimate of a board's generation speed), shown when a row of the target has them."""
+    found = [r.get("metrics") or {} for r in rows]
+    columns = []
+    if any("perplexity" in m for m in found):
+        columns.append(("ppl", lambda r: _num((r.get("metrics") or {}).get("perplexity"))))
+    if any("tg_tokens_per_s" in m for m in found):
+        columns.append(("pp tok/s", lambda r: _num((r.get("metrics") or {}).get("pp_tokens_per_s"))))
+        columns.append(("tg tok/s", lambda r: _num((r.get("metrics") or {}).get("tg_tokens_per_s"))))
+    profiles = next((r["estimates"] for r in rows if r.get("estimates")), {})
+    for key, profile in profiles.items():
+        def estimate(row, key=key):
+            found = (row.get("estimates") or {}).get(key)
+            if not found:
+                return "—"
+            ratio = found.get("measured_ratio")
+            return f"≈{_num(found['tg_tokens_per_s'])}" + (f" (measured {ratio:.0%})" if ratio is not None else "")
+        columns.append((f"est. tg tok/s {profile['name']}", estimate))
+    return columns
 
 
 def verdict_table(results: dict) -> Group:
     """target · precision · size · quality (Δ) · latency · pass/fail, then the recommendation per target."""
     parts = []
     for name, target in results["targets"].items():
+        target_rows = [r for r in results["rows"] if r["target"] == name]
+        extra = _extra_columns(target_rows)
         quality = target["baseline"]["quality"]
         table = Table(title=f"{name} — measured on {target.get('measured_on', target['runtime'])} ({target['threads']} thread"
                             f"{'s' if target['threads'] > 1 else ''})", title_justify="left")
         for header, justify in (("target", "left"), ("precision", "left"), ("size MB", "right"),
                                 (quality["name"], "right"), ("vs fp32", "right"), ("p50 ms", "right"),
-                                ("p90 ms", "right"), ("load ms", "right"), ("result", "left")):
+                                ("p90 ms", "right"), ("load ms", "right"),
+                                *((header, "right") for header, _ in extra), ("result", "left")):
             table.add_column(header, justify=justify)
         for row in (r for r in results["rows"] if r["target"] == name):
             verdict = row["verdict"]
@@ -48,15 +75,27 @@ def verdict_table(results: dict) -> Group:
                     if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
             mark += "".join(f"\n[yellow]⚠ {w}[/]" for w in row.get("warnings", []))
             table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row), _agreement(row),
-                          _num(row.get("latency_p50_ms")), _num(row.get("latency_p90_ms")), _num(row.get("load_ms")), mark)
+                          _num(row.get("latency_p50_ms")), _num(row.get("latency_p90_ms")), _num(row.get("load_ms")),
+                          *(cell(row) for _, cell in extra), mark)
         for rejected in target.get("rejected_at_build", []):
             status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
-            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", f"{status}: {rejected['reason']}")
+            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", *("—" for _ in extra),
+                          f"{status}: {rejected['reason']}")
         sla = ", ".join(f"{k} {v:g}" for k, v in target["sla"].items()) or "none"
         notes = [
             f"baseline: {target['baseline']['origin']}, {quality['name']} {quality['value']:.3f}"
             f" · inputs: {target['eval']} · SLA: {sla}",
         ]
+        base = target["baseline"].get("metrics") or {}
+        if "perplexity" in base:
+            notes.append(f"baseline perplexity {base['perplexity']:.3f} on {base['scored_tokens']} tokens")
+        device = next((r["host"] for r in target_rows if (r.get("host") or {}).get("address")), None)
+        if device:
+            notes.append(f"device: {device['address']} — {device.get('device_model') or device.get('cpu')}, "
+                         f"{device.get('ram_mb')} MB RAM, {device.get('os')}")
+        if extra and any(header.startswith("est.") for header, _ in extra):
+            notes.append("est. = generation ceiling from memory bandwidth (bandwidth ÷ bytes of weights), "
+                         "an estimate, not a measurement")
         if target["recommended"]:
             best = next(r for r in results["rows"] if r["target"] == name and r["precision"] == target["recommended"])
             notes.append(f"[bold green]{name}: ship {best['precision']}[/] — cheapest passing candidate "
