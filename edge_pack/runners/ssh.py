@@ -123,7 +123,7 @@ def probe(address: str, modules: tuple[str, ...] = ("numpy",)) -> dict:
                 stdin=_probe_script(modules))
     if proc.returncode == 255:
         raise UserError(f"cannot reach {device.login} over SSH ({_stderr(proc) or 'no answer'}); check that "
-                        f"`ssh {device.login}` works without a password prompt")
+                        f"`ssh {f'-p {device.port} ' if device.port else ''}{device.login}` works without a password prompt")
     if proc.returncode == 127:
         raise UserError(f"{device.login} has no {device.python}; install it there with: sudo apt install python3 "
                         "python3-venv (or name one with ?python=PATH in the --device address)")
