@@ -137,8 +137,8 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     if run_options.extra.get("device"):
         check_device = getattr(get_runner(run_on), "check_device", None)
         if check_device is None:
-            raise UserError(f"the {run_on} runner measures on this machine only; --device is for runners that "
-                            "run on a device (the pi target's llamacpp)")
+            raise UserError(f"target {name}'s runner ({run_on}) measures on this machine only; choose the targets "
+                            "to measure on the device with --target (e.g. --target pi)")
         check_device(run_options.extra["device"])
     task = manifest["source"]["task"]
     target_dir = bundle / name
