@@ -24,9 +24,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(LLAMA_WHEEL): constraints.txt | $(BIN)/python
+# The stamp's name carries the version: a new pin builds a new wheel, any other edit reuses the cached one.
+$(LLAMA_WHEEL): | $(BIN)/python
 	mkdir -p $(WHEELS)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-deps -w $(WHEELS) \
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-deps -w $(WHEELS) \
 		llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 

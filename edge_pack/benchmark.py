@@ -229,7 +229,8 @@ def _estimates(size_bytes: int, device: dict, host: dict, found: dict) -> dict:
         if not bandwidth:
             continue
         ceiling = bandwidth * 1e9 / size_bytes
-        entry = {"name": profile.get("name", key), "bandwidth_gb_s": bandwidth, "tg_tokens_per_s": ceiling}
+        entry = {"name": profile.get("name", key), "short": profile.get("short", profile.get("name", key)),
+                 "bandwidth_gb_s": bandwidth, "tg_tokens_per_s": ceiling}
         measured_on = (host or {}).get("device_model") or ""
         if profile.get("match") and profile["match"] in measured_on and found.get("tg_tokens_per_s"):
             entry["measured_ratio"] = found["tg_tokens_per_s"] / ceiling

@@ -33,25 +33,31 @@ def _agreement(row: dict) -> str:
     return f"cos {found['cosine_mean']:.4f}" if "cosine_mean" in found else "—"
 
 
+def _metric(row: dict, key: str) -> str:
+    return _num((row.get("metrics") or {}).get(key))
+
+
 def _extra_columns(rows: list[dict]) -> list[tuple[str, object]]:
     """Columns for what only some runtimes measure (a decoder's perplexity and tokens/s, the bandwidth
     estimate of a board's generation speed), shown when a row of the target has them."""
     found = [r.get("metrics") or {} for r in rows]
     columns = []
     if any("perplexity" in m for m in found):
-        columns.append(("ppl", lambda r: _num((r.get("metrics") or {}).get("perplexity"))))
+        columns.append(("ppl", lambda r: _metric(r, "perplexity")))
     if any("tg_tokens_per_s" in m for m in found):
-        columns.append(("pp tok/s", lambda r: _num((r.get("metrics") or {}).get("pp_tokens_per_s"))))
-        columns.append(("tg tok/s", lambda r: _num((r.get("metrics") or {}).get("tg_tokens_per_s"))))
+        columns.append(("pp / tg tok/s", lambda r: f"{_metric(r, 'pp_tokens_per_s')} / {_metric(r, 'tg_tokens_per_s')}"))
     profiles = next((r["estimates"] for r in rows if r.get("estimates")), {})
-    for key, profile in profiles.items():
-        def estimate(row, key=key):
-            found = (row.get("estimates") or {}).get(key)
-            if not found:
-                return "—"
-            ratio = found.get("measured_ratio")
-            return f"≈{_num(found['tg_tokens_per_s'])}" + (f" (measured {ratio:.0%})" if ratio is not None else "")
-        columns.append((f"est. tg tok/s {profile['name']}", estimate))
+    if profiles:
+        def estimate(row):
+            cells = []
+            for key in profiles:
+                found = (row.get("estimates") or {}).get(key)
+                ratio = found.get("measured_ratio") if found else None
+                cells.append("—" if not found else f"≈{_num(found['tg_tokens_per_s'])}"
+                             + (f" (measured {ratio:.0%})" if ratio is not None else ""))
+            return " / ".join(cells)
+        names = " / ".join(p.get("short", p["name"]) for p in profiles.values())
+        columns.append((f"est. tg tok/s {names}", estimate))
     return columns
 
 
