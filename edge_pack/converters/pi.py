@@ -75,8 +75,9 @@ def file_name(source: SourceModel) -> str:
 
 class Converter:
     def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
-        if unsupported(source):
-            raise UserError(f"target {target.name} cannot build {source.name}: {unsupported(source)}")
+        reason = unsupported(source)
+        if reason:  # the pipeline asks first; this guards direct use of the converter
+            raise UserError(f"target {target.name} cannot build {source.name}: {reason}")
         self.source, self.target, self.dir = source, target, target_dir
         self.options = options
         self.name = file_name(source)
