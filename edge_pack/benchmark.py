@@ -23,7 +23,7 @@ from .pipeline import build
 from .progress import steps
 from .quiet import captured
 from .release import write_release_zips
-from .runners import RunOptions, runtime_missing
+from .runners import RunOptions, get_runner, runtime_missing
 from .sla import judge, unchecked
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked, write_atomic
@@ -37,14 +37,15 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
           warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | dict | None = None,
           timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
           progress: bool = False, target_files: tuple[Path, ...] = (), config: Config | None = None,
-          runner_options: dict | None = None) -> dict:
+          runner_options: dict | None = None, device: str | None = None) -> dict:
     """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that.
     `sla_path` is an edge-pack.toml (its [sla] and [cost] tables apply); `config` an already loaded one.
-    runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}."""
+    runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}. `device`
+    (e.g. ssh://pi@raspberrypi.local) runs the artifacts there, for runners that can."""
     config = config or load_config(sla_path, tuple(target_files))
     options = dict(eval_path=eval_path, config=config, runs=runs, warmup=warmup, threads=threads,
                    seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress,
-                   runner_options=runner_options)
+                   runner_options={**(runner_options or {}), **({"device": device} if device else {})})
     if (Path(path) / MANIFEST).is_file():
         with locked(Path(path)):  # a build swapping this folder meanwhile would mix two bundles' numbers
             return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
@@ -108,8 +109,9 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
                                                _why_no_source(manifest))
             labeled = evalset.labels is not None
             base_metrics = {"accuracy": metrics.accuracy(kind, baseline, evalset.labels)} if labeled else {}
+            base_metrics.update(metrics.intrinsic(kind, baseline, evalset.samples))
             quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
-                                                               "top1_agreement": 1.0}, labeled)
+                                                               "top1_agreement": 1.0, "same_top1": 1.0}, labeled)
             target_rows = []
             for artifact in plan["artifacts"]:
                 bar.step(f"{name}: measuring {artifact['precision']} on {plan['runtime']}")
@@ -128,7 +130,8 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
                 "runtime": plan["runtime"], "measured_on": measured_on, "threads": plan["options"].threads,
                 "sla": plan["sla"].describe(), "cost": cost, "device": manifest["targets"][name].get("device", {}),
                 "eval": evalset.origin, "baseline": {"origin": origin, "quality": {"name": quality_name,
-                                                                                 "value": base_value}},
+                                                                                 "value": base_value},
+                                                     "metrics": base_metrics},
                 "recommended": decision["recommended"], "passed": decision["recommended"] is not None,
                 "decision": decision, "cliff": cliff(target_rows, plan["sla"], base_value),
                 "rejected_at_build": [r for r in manifest.get("rejected", []) if r["target"] == name],
@@ -158,6 +161,12 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     if run_on not in target.runtimes:
         raise UserError(f"target {name} runs on {', '.join(target.runtimes)}, not {run_on}")
     _check_ready(run_on)
+    if run_options.extra.get("device"):
+        check_device = getattr(get_runner(run_on), "check_device", None)
+        if check_device is None:
+            raise UserError(f"target {name}'s runner ({run_on}) measures on this machine only; choose the targets "
+                            "to measure on the device with --target (e.g. --target pi)")
+        check_device(run_options.extra["device"])
     task = manifest["source"]["task"]
     target_dir = bundle / name
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
@@ -197,7 +206,7 @@ def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source:
             vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
         engine = {"hf": "PyTorch", "onnx": "onnxruntime", "torch": "PyTorch"}[source.kind]
         return vectors, kind, f"fp32 source ({engine})"
-    fp32 = next((a for a in artifacts if a["precision"] == "fp32"), None)
+    fp32 = next((a for a in artifacts if a["bits"] >= 32), None)  # "fp32", "f32": named as its format does
     if fp32 is None:
         raise UserError("the fp32 source is not where the manifest says and the bundle has no fp32 artifact; "
                         "put the source back or rebuild with the fp32 precision")
@@ -229,7 +238,8 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
         result, vectors = run_artifact(runtime, [bundle / f["path"] for f in artifact["files"]], task, evalset, opts)
     except RunnerError as exc:
         return {**row, "error": f"failed on {runtime}: {exc}"}
-    found = {**metrics.fidelity(kind, vectors, baseline), **result.metrics}
+    found = {**metrics.fidelity(kind, vectors, baseline), **metrics.intrinsic(kind, vectors, evalset.samples),
+             **result.metrics}
     if labeled:
         found["accuracy"] = metrics.accuracy(kind, vectors, evalset.labels)
     name, value = metrics.headline(kind, found, labeled)
@@ -237,13 +247,33 @@ def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, lab
     note = result.latency_note  # timings that would not be the device's are not reported at all
     obtained = {"size": "measured", "quality": result.obtained.get("outputs", "measured"),
                 "latency": result.obtained.get("latency", "measured")}
+    estimates = _estimates(artifact["bytes"], device, result.host, found) if kind == metrics.NEXT_TOKEN else {}
     return {**row, "runtime": result.runtime, "host": result.host, "threads": opts.threads, "obtained": obtained,
             "load_ms": None if note else result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
             "latency_p90_ms": metrics.percentile(result.latency_ms, 90), "latency_runs": len(result.latency_ms),
             "latency_note": note, "peak_rss_mb": result.peak_rss_mb, "metrics": found,
             "warnings": _warnings(size_mb, result.peak_rss_mb, device),
             "quality": {"name": name, "value": value, "baseline": base_value, "ratio": ratio,
-                        "delta": value - base_value}}
+                        "delta": value - base_value}, **({"estimates": estimates} if estimates else {})}
+
+
+def _estimates(size_bytes: int, device: dict, host: dict, found: dict) -> dict:
+    """A decoder's generation ceiling on each board profile of the target (targets/<name>.toml): every
+    token reads every weight once, so tokens/s <= bandwidth / bytes. An estimate, labelled as one; when the
+    measurement ran on a board that matches a profile, the measured share of the ceiling is given too."""
+    found_estimates = {}
+    for key, profile in (device.get("profiles") or {}).items():
+        bandwidth = profile.get("bandwidth_gb_s")
+        if not bandwidth:
+            continue
+        ceiling = bandwidth * 1e9 / size_bytes
+        entry = {"name": profile.get("name", key), "short": profile.get("short", profile.get("name", key)),
+                 "bandwidth_gb_s": bandwidth, "tg_tokens_per_s": ceiling}
+        measured_on = (host or {}).get("device_model") or ""
+        if profile.get("match") and profile["match"] in measured_on and found.get("tg_tokens_per_s"):
+            entry["measured_ratio"] = found["tg_tokens_per_s"] / ceiling
+        found_estimates[key] = entry
+    return found_estimates
 
 
 def _write(bundle: Path, manifest: dict, results: dict) -> None:

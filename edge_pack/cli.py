@@ -99,13 +99,15 @@ def _job(config_path: Path | None):
                    "images, or an .npz of model inputs; 100+ samples.")
 @click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
               help="Image input layout of android models: channels-last (Android's) or PyTorch's.")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="pi: calibration text for an importance matrix that guides llama.cpp's quantizer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
 @click.option("--min-ios", type=click.Choice(["16", "17", "18"]), help="ios: the oldest iOS the packages must "
               "run on (default 16); precisions that need a newer one are refused.")
 @click.option("--quantize-embeddings", is_flag=True, help="ios: compress embedding tables too, not only "
               "linear/conv weights (smaller, less accurate at 4 bits).")
 @_with(source_flags)
-def build(source, targets, precisions, out, config_path, timeout, calibration, layout, as_json, min_ios,
+def build(source, targets, precisions, out, config_path, timeout, calibration, layout, imatrix, as_json, min_ios,
           quantize_embeddings, allow_pickle, trust_remote_code) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2. Without SOURCE, the job in
@@ -116,6 +118,8 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
     target_options = {"layout": layout, **({"min_ios": int(min_ios)} if min_ios else {})}
     if quantize_embeddings:
         target_options["quantize_embeddings"] = True
+    if imatrix:
+        target_options["imatrix"] = imatrix
     job = _job(config_path)
     calibration = calibration or job.calibration
     if calibration is not None and not calibration.exists():
@@ -145,8 +149,8 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
 @click.option("-t", "--target", "targets", multiple=True, help="Target(s) to measure. Default: all in the bundle.")
 @click.option("-p", "--precision", "precisions", multiple=True, help="Only these precisions.")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path),
-              help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels). "
-                   "Default: eval in edge-pack.toml.")
+              help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels); for a "
+                   "text-generation model, a .txt to measure perplexity on. Default: eval in edge-pack.toml.")
 @_with(job_flags)
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs per artifact (default 20).")
 @click.option("--warmup", type=click.IntRange(min=0), help="Untimed runs before timing (default 3).")
@@ -155,13 +159,15 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
               "(default 128).")
 @click.option("--runtime", help="Runner to measure with, for the targets that offer it (see `edge-pack targets`). "
               "Default: runtimes in edge-pack.toml, else each target's own.")
+@click.option("--device", help="Measure on a device instead of this machine: ssh://user@host[:port] (uses your "
+              "OpenSSH client and ~/.ssh/config; add ?python=PATH for another Python there).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
 @click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu-gpu", "cpu-ne"]),
               help="ios on macOS: the Core ML compute units to run on (default all).")
 @_with(source_flags)
-def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threads, seq_len, runtime,
+def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threads, seq_len, runtime, device,
           timeout, as_json, compute_units, allow_pickle, trust_remote_code) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA, name the cheapest passing candidate per target, and write results.json, report.html,
@@ -187,7 +193,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
                         warmup=settings.get("warmup", 3) if warmup is None else warmup,
                         threads=threads or settings.get("threads"), seq_len=seq_len or settings.get("seq_len", 128),
                         runtime=runtime or job.runtimes or None, timeout_s=timeout, allow_pickle=allow_pickle,
-                        trust_remote_code=trust_remote_code, progress=not as_json, config=job,
+                        trust_remote_code=trust_remote_code, progress=not as_json, config=job, device=device,
                         runner_options={"compute_units": compute_units} if compute_units else None)
     if as_json:
         _emit_json(results)

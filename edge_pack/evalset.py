@@ -1,5 +1,6 @@
-"""The inputs every candidate is measured on: the user's labeled file (JSONL, CSV, .npz) or a built-in
-label-free set, turned into ready model inputs with the model's own tokenizer or image processor."""
+"""The inputs every candidate is measured on: the user's labeled file (JSONL, CSV, .npz), a plain text for a
+decoder (.txt), or a built-in label-free set, turned into ready model inputs with the model's own tokenizer
+or image processor."""
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,12 @@ from .errors import UserError
 from .resources import data_file
 from .source import InputSpec
 
-TEXT_TASKS = ("feature-extraction", "text-classification")
+TEXT_TASKS = ("feature-extraction", "text-classification", "text-generation")
+LM_TASK = "text-generation"
 SYNTHETIC_SAMPLES = 16
+# A decoder is scored on its eval text cut into chunks of --seq-len tokens (as llama-perplexity does with
+# -c); this bounds the chunks, and so the time and the logits each candidate returns.
+MAX_LM_CHUNKS = 32
 SEED = 0
 
 
@@ -48,6 +53,16 @@ class Preprocessor:
         kwargs = {"padding": "max_length"} if seq_len else {}
         encoded = self.tokenizer(text, truncation=True, max_length=length, return_tensors="np", **kwargs)
         return {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items()}
+
+    def chunks(self, text: str, length: int, limit: int = MAX_LM_CHUNKS) -> list[dict[str, np.ndarray]]:
+        """A decoder's inputs: the text's tokens cut into chunks of `length` tokens, each starting with the
+        beginning-of-sequence token when the model has one; the last chunk may be shorter."""
+        length = min(length, self.max_length)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        step = max(length - len(bos), 1)
+        found = [bos + ids[start:start + step] for start in range(0, len(ids), step)][:limit]
+        return [{"input_ids": np.asarray([chunk], dtype=np.int64)} for chunk in found if len(chunk) > len(bos) + 1]
 
     def image(self, image) -> dict[str, np.ndarray]:
         pixels = self.image_processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"]
@@ -104,13 +119,22 @@ def make_evalset(pre: Preprocessor, eval_path: Path | None, seq_len: int, label_
             samples, labels = _read_npz(eval_path, pre.specs)
         elif eval_path.suffix in (".jsonl", ".csv"):
             samples, labels = _read_rows(eval_path, pre, label_names, embedder)
+        elif eval_path.suffix == ".txt" and pre.task == LM_TASK:
+            samples, labels = _read_text(eval_path, pre, seq_len), None
         else:
-            raise UserError(f"{what} {eval_path} must be .jsonl, .csv or .npz (or a folder of images)")
+            kinds = ".jsonl, .csv or .npz (or a folder of images)" + (" or .txt" if pre.task == LM_TASK else "")
+            raise UserError(f"{what} {eval_path} must be {kinds}"
+                            f"{'' if pre.task == LM_TASK else ' (.txt is for text-generation models)'}")
         origin = f"{eval_path} ({len(samples)} samples{', labeled' if labels is not None else ''})"
     else:
-        samples, origin = _builtin(pre)
+        samples, origin = _builtin(pre, seq_len)
         labels = None
-    latency = pre.text(_latency_text(), seq_len) if pre.tokenizer is not None else samples[0]
+    if pre.task == LM_TASK:  # a prompt of seq_len real tokens: a decoder takes no padding
+        latency = pre.chunks(_latency_text() * 8, seq_len, limit=1)[0]
+    elif pre.tokenizer is not None:
+        latency = pre.text(_latency_text(), seq_len)
+    else:
+        latency = samples[0]
     return EvalSet(samples, labels, origin, latency)
 
 
@@ -119,7 +143,10 @@ def _latency_text() -> str:
     return " ".join(data_file("sentences.txt").read_text().split("\n"))
 
 
-def _builtin(pre: Preprocessor) -> tuple[list[dict], str]:
+def _builtin(pre: Preprocessor, seq_len: int) -> tuple[list[dict], str]:
+    if pre.task == LM_TASK:
+        samples = pre.chunks(data_file("sentences.txt").read_text(), seq_len)
+        return samples, f"built-in text ({len(samples)} chunks of up to {seq_len} tokens)"
     if pre.tokenizer is not None:
         lines = [line for line in data_file("sentences.txt").read_text().splitlines() if line.strip()]
         return [pre.text(line) for line in lines], f"built-in sentences ({len(lines)}, label-free)"
@@ -231,6 +258,17 @@ def _read_folder(folder: Path, pre: Preprocessor, label_names: list[str] | None,
     return samples, None
 
 
+def _read_text(path: Path, pre: Preprocessor, seq_len: int) -> list[dict]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise UserError(f"cannot read eval text {path} ({exc.strerror})") from None
+    samples = pre.chunks(text, seq_len)
+    if not samples:
+        raise UserError(f"{path} holds too little text to score a decoder on; give a longer text")
+    return samples
+
+
 def _rows(path: Path):
     """(line number, row dict) of a JSONL or CSV file; a malformed line is an error naming it."""
     if path.suffix == ".csv":
@@ -264,7 +302,9 @@ def _read_rows(path: Path, pre: Preprocessor, label_names: list[str] | None, emb
         if not isinstance(value, str) or not value:
             raise UserError(f'{path}:{number}: needs a "{field}" field holding a non-empty string')
         samples.append(pre.text(value) if field == "text" else pre.image(_open_image(path, number, value)))
-        labels.append(_label(path, number, row.get("label"), label_names, classes, embedder))
+        # A decoder is scored on its own next tokens: labels mean nothing to it.
+        label = None if pre.task == LM_TASK else row.get("label")
+        labels.append(_label(path, number, label, label_names, classes, embedder))
     if not samples:
         raise UserError(f"{path} holds no rows; add lines like " '{"text": "...", "label": "..."}')
     given = [label is not None for label in labels]

@@ -4,11 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 EMBEDDING, LOGITS, TENSOR = "embedding", "logits", "tensor"
+NEXT_TOKEN = "next-token"  # a decoder's logits at every position: (positions, vocabulary)
 
 
 def output_kind(task: str, outputs: dict[str, np.ndarray]) -> str:
     if task == "feature-extraction":
         return EMBEDDING
+    if task == "text-generation":
+        return NEXT_TOKEN
     if task in ("text-classification", "image-classification"):
         return LOGITS
     first = next(iter(outputs.values()))
@@ -18,9 +21,12 @@ def output_kind(task: str, outputs: dict[str, np.ndarray]) -> str:
 def primary(task: str, outputs: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> np.ndarray:
     """The vector a user consumes: the mean-pooled, normalised sentence embedding for an embedder (what
     Transformers.js' feature-extraction pipeline returns with pooling 'mean', normalize true), the
-    logits for a classifier, the first output flattened otherwise."""
+    logits for a classifier, a decoder's logits at every position (positions × vocabulary), the first
+    output flattened otherwise."""
     first = outputs.get("last_hidden_state", outputs.get("logits", next(iter(outputs.values()))))
     first = np.asarray(first, dtype=np.float64)
+    if task == "text-generation":
+        return first.reshape(-1, first.shape[-1])
     if task == "feature-extraction":
         if first.ndim == 3:
             mask = inputs.get("attention_mask", np.ones(first.shape[:2]))[..., None].astype(np.float64)
@@ -46,7 +52,7 @@ def _nearest(vectors: np.ndarray) -> np.ndarray:
 
 def fidelity(kind: str, candidate: list[np.ndarray], baseline: list[np.ndarray]) -> dict:
     """Label-free agreement with the baseline."""
-    cosines = [_cosine(c, b) for c, b in zip(candidate, baseline)]
+    cosines = [_cosine(c.reshape(-1), b.reshape(-1)) for c, b in zip(candidate, baseline)]
     result = {
         "cosine_mean": float(np.mean(cosines)),
         "cosine_min": float(np.min(cosines)),
@@ -55,10 +61,44 @@ def fidelity(kind: str, candidate: list[np.ndarray], baseline: list[np.ndarray])
     }
     if kind == LOGITS:
         result["top1_agreement"] = float(np.mean([c.argmax() == b.argmax() for c, b in zip(candidate, baseline)]))
+    if kind == NEXT_TOKEN:
+        result.update(_next_token_agreement(candidate, baseline))
     if kind == EMBEDDING and len(candidate) > 2:
         # Retrieval agreement: does each text keep the same nearest neighbour as with fp32?
         result["retrieval_agreement"] = float(np.mean(_nearest(np.stack(candidate)) == _nearest(np.stack(baseline))))
     return result
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _next_token_agreement(candidate: list[np.ndarray], baseline: list[np.ndarray]) -> dict:
+    """What llama-perplexity --kl-divergence reports: KL(baseline ‖ candidate) of the next-token
+    distributions at every position (mean and 99th percentile) and how often both rank the same token first."""
+    kls, same = [], []
+    for c, b in zip(candidate, baseline):
+        log_c, log_b = _log_softmax(c), _log_softmax(b)
+        kls.append((np.exp(log_b) * (log_b - log_c)).sum(axis=-1))
+        same.append(c.argmax(axis=-1) == b.argmax(axis=-1))
+    kl, agree = np.concatenate(kls), np.concatenate(same)
+    return {"kl_divergence": float(kl.mean()), "kl_divergence_p99": float(np.percentile(kl, 99)),
+            "same_top1": float(agree.mean()), "positions": int(kl.size)}
+
+
+def intrinsic(kind: str, vectors: list[np.ndarray], samples: list[dict]) -> dict:
+    """Quality that needs no baseline: a decoder's perplexity on the eval text (each position predicts the
+    next token of its own input)."""
+    if kind != NEXT_TOKEN:
+        return {}
+    nll, count = 0.0, 0
+    for logits, sample in zip(vectors, samples):
+        ids = np.asarray(sample["input_ids"]).reshape(-1)
+        log_p = _log_softmax(logits[:-1])
+        nll -= float(log_p[np.arange(len(ids) - 1), ids[1:]].sum())
+        count += len(ids) - 1
+    return {"perplexity": float(np.exp(nll / max(count, 1))), "scored_tokens": count}
 
 
 def accuracy(kind: str, vectors: list[np.ndarray], labels: np.ndarray) -> float:
@@ -87,6 +127,8 @@ def headline(kind: str, metrics: dict, labeled: bool) -> tuple[str, float]:
         return ("centroid accuracy" if kind == EMBEDDING else "accuracy"), metrics["accuracy"]
     if kind == LOGITS:
         return "top-1 agreement", metrics["top1_agreement"]
+    if kind == NEXT_TOKEN:
+        return "same top-1", metrics["same_top1"]
     return "cosine", metrics["cosine_mean"]
 
 

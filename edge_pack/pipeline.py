@@ -45,18 +45,39 @@ def check_toolchain(target: Target) -> None:
                         f"install it with: {target.install_hint}")
 
 
+def unfit(source: SourceModel, target: Target) -> str | None:
+    """Why the target cannot build this model (its tasks, or its converter's own word: the module-level
+    `unsupported(source)` a converter may offer), or None when it can."""
+    try:
+        module = importlib.import_module(f"edge_pack.converters.{target.converter}")
+    except ImportError:
+        module = None  # the toolchain check names what is missing
+    check = getattr(module, "unsupported", None)
+    reason = check(source) if check else None
+    if reason is None and source.task not in target.tasks:
+        reason = f"it takes {', '.join(target.tasks)} models, not {source.task}"
+    return reason
+
+
 def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str | dict | None,
-         options: BuildOptions | None = None) -> dict[str, list[str]]:
-    """The precisions to build per target (`precisions` may be one list for all targets, "sweep", or a dict
-    per target); a precision a target lacks is an error, not a silent skip. A converter module may also offer
-    check(source, target, precisions, options) to refuse bad settings (e.g. a precision the chosen OS version
-    cannot run) before any work starts."""
-    chosen = {}
+         options: BuildOptions | None = None, explicit: bool = True) -> tuple[dict[str, list[str]], list[dict]]:
+    """The precisions to build per target, and the targets skipped. `precisions` may be one list for all
+    targets, "sweep", or a dict per target. A target named on the command line that cannot build this
+    model is an error naming the targets that can; one that came with 'all' is skipped with the reason. A
+    precision a target lacks is an error, not a silent skip. A converter module may also offer
+    check(source, target, precisions, options) to refuse bad settings (e.g. a precision the chosen OS
+    version cannot run) before any work starts."""
+    chosen, skipped = {}, []
     for target in targets:
+        reason = unfit(source, target)
+        if reason and explicit:
+            fits = [t.name for t in load_targets().values() if t.name != target.name and not unfit(source, t)]
+            raise UserError(f"target {target.name} cannot build {source.name}: {reason}; "
+                            + (f"targets that fit: {', '.join(fits)}" if fits else "no target fits it"))
+        if reason:
+            skipped.append({"target": target.name, "precision": "—", "reason": reason, "status": "skipped"})
+            continue
         check_toolchain(target)
-        if source.task not in target.tasks:
-            raise UserError(f"target {target.name} cannot run a {source.task} model; it takes "
-                            f"{', '.join(target.tasks)}")
         wanted = precisions.get(target.name) if isinstance(precisions, dict) else precisions
         names = target.choose(wanted or None)
         check = getattr(importlib.import_module(f"edge_pack.converters.{target.converter}"), "check", None)
@@ -64,7 +85,10 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str
         if check is not None and not swept:  # a sweep takes what applies; the converter skips the rest
             check(source, target, names, options or BuildOptions())
         chosen[target.name] = names
-    return chosen
+    if not chosen:
+        raise UserError(f"no target can build {source.name}: "
+                        + "; ".join(f"{s['target']}: {s['reason']}" for s in skipped))
+    return chosen, skipped
 
 
 def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("web",),
@@ -77,12 +101,15 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
     with locked(Path(out)) as out:  # first: a second writer of the same folder fails before any work
         if isinstance(source, str):
             source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        return _build(source, resolve_targets(targets), precisions, out, progress, options or BuildOptions())
+        explicit = bool(targets) and "all" not in targets
+        return _build(source, resolve_targets(targets), precisions, out, progress, options or BuildOptions(),
+                      explicit)
 
 
 def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[str] | None, out: Path,
-           progress: bool, options: BuildOptions) -> dict:
-    chosen = plan(source, chosen_targets, precisions, options)
+           progress: bool, options: BuildOptions, explicit: bool = True) -> dict:
+    chosen, skipped = plan(source, chosen_targets, precisions, options, explicit)
+    chosen_targets = [t for t in chosen_targets if t.name in chosen]
     previous = _previous_manifest(out, source)
     kept = [name for name in (previous or {}).get("targets", {}) if name not in chosen]
 
@@ -94,7 +121,7 @@ def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[s
         with captured():
             baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)
         bar.advance()
-        artifacts, rejected, target_meta = [], [], {}
+        artifacts, rejected, target_meta = [], list(skipped), {}
         for target in chosen_targets:
             built = _build_target(source, target, chosen[target.name], work, options,
                                   Validation(checks, baseline, kind), bar)

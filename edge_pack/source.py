@@ -20,7 +20,7 @@ import numpy as np
 from .errors import UserError
 from .hashing import tree_sha256
 
-TASKS = ("feature-extraction", "text-classification", "image-classification", "generic")
+TASKS = ("feature-extraction", "text-classification", "image-classification", "text-generation", "generic")
 
 # Files Transformers.js (and our own preprocessing) read beside the model.
 SUPPORT_FILES = (
@@ -188,11 +188,13 @@ def _hf_task(config: dict, folder: Path) -> str:
         return "text-classification"
     if arch.endswith("ForImageClassification"):
         return "image-classification"
+    if arch.endswith("ForCausalLM"):
+        return "text-generation"
     if arch.endswith("Model") or (folder / "modules.json").is_file():
         return "feature-extraction"
     raise UserError(f"{folder}: architecture {arch or '(none in config.json)'} is not supported yet; "
-                    "edge-pack handles text embedders (*Model), *ForSequenceClassification and "
-                    "*ForImageClassification; export other models to ONNX and give the .onnx file")
+                    "edge-pack handles text embedders (*Model), *ForSequenceClassification, "
+                    "*ForImageClassification and *ForCausalLM; export other models to ONNX and give the .onnx file")
 
 
 def _load_onnx(path: Path, spec: str) -> SourceModel:
@@ -213,6 +215,8 @@ def _load_onnx(path: Path, spec: str) -> SourceModel:
         task = "generic"
     if task == "image-classification" and "pixel_values" not in names:
         task = "generic"
+    if task == "text-generation":
+        task = "generic"  # an exported decoder's graph (past key/values...) is measured as plain tensors
     data_files = _external_data_files(model, path)
     return SourceModel(spec=spec, kind="onnx", path=path.resolve(), name=path.stem if path.stem != "model"
                        else _model_name(folder), task=task, sha256=tree_sha256([path, *data_files], folder),
@@ -313,6 +317,7 @@ def _hf_model_class(task: str):
         "feature-extraction": transformers.AutoModel,
         "text-classification": transformers.AutoModelForSequenceClassification,
         "image-classification": transformers.AutoModelForImageClassification,
+        "text-generation": transformers.AutoModelForCausalLM,
     }[task]
 
 

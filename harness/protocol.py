@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+import device
+
 
 def read_request(argv: list[str]) -> dict:
     with open(argv[1]) as handle:
@@ -59,8 +61,7 @@ def peak_rss_mb() -> float:
 
 
 def host() -> dict:
-    return {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "python": platform.python_version(), "processor": platform.processor()}
+    return {"processor": platform.processor(), **device.facts()}
 
 
 def write_result(request: dict, result: dict) -> None:

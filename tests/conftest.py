@@ -81,3 +81,8 @@ def digits_classifier() -> Path:
 @pytest.fixture(scope="session")
 def digits_cnn_dir() -> Path:
     return ROOT / "examples" / "pytorch-entry-point"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> Path:
+    return models.tiny_llama()

@@ -3,8 +3,11 @@
 - a topic classifier: a 2-layer BERT with its own WordPiece tokenizer, trained on templated sentences;
 - a tiny text embedder: that classifier's encoder alone (BertModel), for feature extraction;
 - a digits classifier: a 2-layer ViT with a ViT image processor, trained on scikit-learn's digits;
-each saved as a Hugging Face folder with safetensors, with a labeled held-out eval file beside it;
-- a tiny Llama-style decoder, as a PyTorch entry point (models:tiny_llama).
+- a tiny Llama: a 2-layer decoder (hidden 256, FFN 768: rows a multiple of 256 for llama.cpp's k-quants)
+  with a SentencePiece tokenizer, trained for a short while on the Python standard library's sources so
+  that perplexity means something;
+each saved as a Hugging Face folder with safetensors, with a held-out eval file beside it;
+- a random tiny Llama-style decoder as a PyTorch entry point (models:tiny_llama_module).
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import inspect
 import json
 import random
 import shutil
+import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -170,8 +175,8 @@ def _build_digits_classifier(work: Path) -> None:
     _write_jsonl(work / "eval.jsonl", rows)
 
 
-def tiny_llama():
-    """PyTorch entry point (`models:tiny_llama`): a seeded 2-layer Llama-style decoder (RMSNorm, rotary
+def tiny_llama_module():
+    """PyTorch entry point (`models:tiny_llama_module`): a seeded 2-layer Llama-style decoder (RMSNorm, rotary
     embeddings, grouped-query attention, SwiGLU) from input_ids to next-token logits. Random weights: the
     tests that use it compare runtimes with torch, not with language."""
     import torch
@@ -191,3 +196,64 @@ def tiny_llama():
                          attn_implementation="eager")
     ids = torch.randint(0, config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(1))
     return Logits(LlamaForCausalLM(config).eval()), {"input_ids": ids}
+
+
+def tiny_llama() -> Path:
+    """HF folder: LlamaForCausalLM + SentencePiece tokenizer; eval.txt (held-out stdlib source) in the
+    folder's parent. Trained for a minute or two; cached by recipe (and Python version: the text)."""
+    return _cached(f"tiny-llama-py{sys.version_info.major}{sys.version_info.minor}", _build_tiny_llama) / "model"
+
+
+def _stdlib_text(held_out: bool, limit: int) -> str:
+    """The standard library's own sources, every 10th module held out for evaluation."""
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    chosen = [f for i, f in enumerate(files) if (i % 10 == 0) == held_out]
+    text, size = [], 0
+    for path in chosen:
+        body = path.read_text(errors="replace")
+        text.append(body)
+        size += len(body)
+        if size >= limit:
+            break
+    return "\n".join(text)[:limit]
+
+
+def _build_tiny_llama(work: Path) -> None:
+    import sentencepiece as spm
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, LlamaTokenizerFast
+
+    torch.manual_seed(0)
+    train_text, eval_text = _stdlib_text(False, 1_500_000), _stdlib_text(True, 60_000)
+    (work / "train.txt").write_text(train_text)
+    spm.SentencePieceTrainer.train(input=str(work / "train.txt"), model_prefix=str(work / "sp"), vocab_size=4096,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
+                                   eos_id=2, pad_id=-1, num_threads=2, max_sentence_length=8192, minloglevel=2)
+    model_dir = work / "model"
+    LlamaTokenizer(vocab_file=str(work / "sp.model"), legacy=False).save_pretrained(model_dir)
+    tokenizer = LlamaTokenizerFast.from_pretrained(model_dir)  # tokenizer.json too, converted once here
+    tokenizer.save_pretrained(model_dir)
+    config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                         torch_dtype="float32")
+    model = LlamaForCausalLM(config)
+    ids = torch.tensor(tokenizer(train_text, add_special_tokens=False)["input_ids"])
+    seq, batch = 128, 8
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    steps = 150  # ~1-2 CPU minutes; perplexity falls from 4096 (a uniform guess) to a few dozen
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(ids) - seq - 1, (batch,), generator=generator)
+        inputs = torch.stack([ids[s:s + seq] for s in starts])
+        loss = model(input_ids=inputs, labels=inputs).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    model.save_pretrained(model_dir, safe_serialization=True)
+    (work / "eval.txt").write_text(eval_text[:20_000])
+    (work / "train.txt").unlink()

@@ -61,7 +61,7 @@ def converted(tmp_path_factory, topic_classifier, digits_cnn_dir):
     with each model's torch reference outputs on its example inputs."""
     sys.path.insert(0, str(digits_cnn_dir))
     built = {}
-    for spec in (str(topic_classifier), "digits_cnn:factory", "models:tiny_llama"):
+    for spec in (str(topic_classifier), "digits_cnn:factory", "models:tiny_llama_module"):
         source = load_source(spec)
         out = tmp_path_factory.mktemp("ios")
         converter = Converter(source, get_target("ios"), out, BuildOptions(target_options={"min_ios": 18}))

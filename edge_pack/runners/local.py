@@ -49,12 +49,17 @@ def run_harness(script: str, model: Path, samples: list[dict], latency_input: di
             raise RunnerError(f"timed out after {options.timeout_s:.0f} s") from None
         if proc.returncode != 0:
             raise RunnerError(_failure(proc))
-        result = json.loads((work / "result.json").read_text())
-        outputs = read_outputs(work / "outputs.npz", len(samples))
-    return RunResult(outputs=outputs, load_ms=result["load_ms"], latency_ms=result["latency_ms"],
-                     peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"], host=result.get("host", {}),
-                     postprocessed=result.get("postprocessed", False), latency_note=result.get("latency_note"),
-                     obtained=result.get("obtained", {}), metrics=result.get("metrics", {}))
+        return read_result(work / "result.json", work / "outputs.npz", len(samples))
+
+
+def read_result(result_path: Path, outputs_path: Path, count: int) -> RunResult:
+    """A harness's answer (protocol.py) as a RunResult."""
+    result = json.loads(result_path.read_text())
+    return RunResult(outputs=read_outputs(outputs_path, count), load_ms=result["load_ms"],
+                     latency_ms=result["latency_ms"], peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"],
+                     host=result.get("host", {}), postprocessed=result.get("postprocessed", False),
+                     latency_note=result.get("latency_note"), obtained=result.get("obtained", {}),
+                     metrics=result.get("metrics", {}))
 
 
 def last_words(text: str, limit: int = 300) -> str:

@@ -1,0 +1,28 @@
+"""llama.cpp through llama-cpp-python: the pi target's runtime, on this machine or on a device over SSH
+(--device ssh://user@host). The same harness (harness/pi/run.py) runs in both places."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import RunOptions, RunResult
+from . import ssh
+from .local import run_harness
+
+NAME = "llama.cpp (llama-cpp-python)"
+SCRIPT = "pi/run.py"
+DEVICE_MODULES = ("llama_cpp", "numpy")  # what the device's Python needs
+GEN_TOKENS = 64  # tokens generated one by one to measure generation speed (llama-bench's tg)
+
+
+def check_device(address: str) -> dict:
+    """Reach the device before any measurement and learn what it is; a one-line error when it cannot
+    run the harness (no Python, no llama-cpp-python), with the line to install it there."""
+    return ssh.probe(address, DEVICE_MODULES)
+
+
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+    extra = {"gen_tokens": GEN_TOKENS}
+    device = options.extra.get("device")
+    if device:
+        return ssh.run_harness(device, SCRIPT, files, samples, latency_input, options, extra, DEVICE_MODULES)
+    return run_harness(SCRIPT, files[0], samples, latency_input, options, extra)
