@@ -49,7 +49,7 @@ DIGITS := examples/pytorch-entry-point
 demo: install web-runtimes
 	cd examples/demo && { $(CURDIR)/$(BIN)/edge-pack build; [ $$? -le 1 ]; } && $(CURDIR)/$(BIN)/edge-pack bench
 	cd $(DIGITS) && $(CURDIR)/$(BIN)/python digits_cnn.py eval.npz calibration.npz && \
-	  $(CURDIR)/$(BIN)/edge-pack build && $(CURDIR)/$(BIN)/edge-pack bench
+	  $(CURDIR)/$(BIN)/edge-pack build -c digits-android.toml && $(CURDIR)/$(BIN)/edge-pack bench -c digits-android.toml
 
 # The web target's runtimes beyond pip: Debian's chromium (apt-get, only when missing; it also renders
 # report.html in the tests), then the npm packages pinned by harness/web/package-lock.json (`edge-pack

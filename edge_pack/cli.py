@@ -123,7 +123,7 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
     job = _job(config_path)
     calibration = calibration or job.calibration
     if calibration is not None and not calibration.exists():
-        raise UserError(f"calibration data {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
+        raise UserError(f"calibration file {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
                         "folder of images")
     source = source or job.source
     if not source:
