@@ -220,14 +220,18 @@ class _Reader:
             values[key] = value
         return values
 
+    def own_keys(self, table: dict, prefix: str, keys, targets: tuple[str, ...]) -> list[tuple[str, object]]:
+        """The table's own (key, value) pairs, leaving out its per-target sub-tables; an unknown key fails."""
+        own = [(key, value) for key, value in table.items() if key not in targets]
+        for key, _ in own:
+            if key not in keys:
+                hint = f"targets are {', '.join(targets)}; " if targets else ""
+                self.fail(f"{prefix}.{key}", f"is not a known key ({hint}keys are {', '.join(keys)})")
+        return own
+
     def sla_values(self, table: dict, prefix: str, targets: tuple[str, ...]) -> dict:
         values = {}
-        for key, value in table.items():
-            if key in targets:
-                continue
-            if key not in SLA_KEYS:
-                hint = f"targets are {', '.join(targets)}; " if targets else ""
-                self.fail(f"{prefix}.{key}", f"is not a known key ({hint}keys are {', '.join(SLA_KEYS)})")
+        for key, value in self.own_keys(table, prefix, SLA_KEYS, targets):
             self.number(f"{prefix}.{key}", value)
             if key == "min_accuracy_ratio" and value > 1.5:
                 self.fail(f"{prefix}.{key}", f"is a share of the baseline (e.g. 0.98), not {value!r}")
@@ -236,12 +240,7 @@ class _Reader:
 
     def cost_values(self, table: dict, prefix: str, targets: tuple[str, ...]) -> dict:
         values = {}
-        for key, value in table.items():
-            if key in targets:
-                continue
-            if key not in COST_KEYS:
-                hint = f"targets are {', '.join(targets)}; " if targets else ""
-                self.fail(f"{prefix}.{key}", f"is not a known key ({hint}keys are {', '.join(COST_KEYS)})")
+        for key, value in self.own_keys(table, prefix, COST_KEYS, targets):
             values[key] = self.string(f"{prefix}.{key}", value) if key == "currency" else self.number(f"{prefix}.{key}", value)
         return values
 

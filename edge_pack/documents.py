@@ -5,12 +5,11 @@ summary a CI job posts as a comment. Both are made from results.json alone, so `
 can regenerate them."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .decide import cliff, number, recommendation, sla_of
 from .errors import UserError
-from .manifest import RESULTS
+from .manifest import RESULTS, read_document
 from .staging import write_atomic
 
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
@@ -19,12 +18,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 def read_results(folder: Path) -> dict:
     path = Path(folder) / RESULTS
-    if not path.is_file():
-        raise UserError(f"{folder} has no {RESULTS}; measure the bundle first: edge-pack bench {folder}")
-    try:
-        results = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); rerun edge-pack bench {folder}") from None
+    results = read_document(folder, RESULTS, f"measure the bundle first: edge-pack bench {folder}",
+                            f"rerun edge-pack bench {folder}")
     if not isinstance(results, dict) or not isinstance(results.get("targets"), dict) or not isinstance(
             results.get("rows"), list):
         raise UserError(f"{path} is not an edge-pack results file (no targets and rows); rerun edge-pack bench")

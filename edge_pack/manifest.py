@@ -21,14 +21,20 @@ def file_entry(path: Path, root: Path) -> dict:
     return {"path": path.relative_to(root).as_posix(), "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 
+def read_document(folder: Path, name: str, missing: str, remedy: str):
+    """One of the JSON files edge-pack writes into a bundle; `missing` and `remedy` finish the error lines."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise UserError(f"{folder} has no {name}; {missing}")
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); {remedy}") from None
+
+
 def read_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{folder} has no {MANIFEST}; give a folder written by `edge-pack build`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); rebuild the bundle") from None
+    manifest = read_document(folder, MANIFEST, "give a folder written by `edge-pack build`", "rebuild the bundle")
     problems = schema_problems(manifest)
     if problems:
         raise UserError(f"{path} does not follow the manifest schema ({problems[0]}); rebuild the bundle")

@@ -1,6 +1,6 @@
 """Small, seeded models the tests build themselves (seconds each), cached by recipe under .cache/.
 
-- a topic classifier: a 2-layer BERT with its own WordPiece tokenizer, trained on templated sentences;
+- a topic classifier: a 2-layer BERT with its own WordPiece vocabulary, trained on templated sentences;
 - a tiny text embedder: that classifier's encoder alone (BertModel), for feature extraction;
 - a digits classifier: a 2-layer ViT with a ViT image processor, trained on scikit-learn's digits;
 - a tiny Llama: a 2-layer decoder (hidden 256, FFN 768: rows a multiple of 256 for llama.cpp's k-quants)
@@ -12,7 +12,6 @@ each saved as a Hugging Face folder with safetensors, with a held-out eval file 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import random
 import shutil
@@ -40,7 +39,8 @@ def _cached(name: str, builder) -> Path:
     import torch
     import transformers
 
-    recipe = inspect.getsource(builder) + torch.__version__ + transformers.__version__ + inspect.getsource(_sentences)
+    # The whole recipe is this file (one model can be built from another, e.g. the embedder from the classifier).
+    recipe = Path(__file__).read_text() + torch.__version__ + transformers.__version__
     folder = CACHE / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
     if not (folder / "done").is_file():
         shutil.rmtree(folder, ignore_errors=True)
@@ -74,7 +74,6 @@ def topic_classifier() -> Path:
 
 def _build_topic_classifier(work: Path) -> None:
     import torch
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     torch.manual_seed(0)
@@ -82,11 +81,15 @@ def _build_topic_classifier(work: Path) -> None:
     labels = sorted(TOPICS)
     model_dir = work / "model"
     model_dir.mkdir()
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator([t for t, _ in train], vocab_size=200, min_frequency=1)
-    (work / "vocab").mkdir()
-    wordpiece.save_model(str(work / "vocab"))
-    tokenizer = BertTokenizerFast(vocab_file=str(work / "vocab" / "vocab.txt"), do_lower_case=True)
+    # The vocabulary is written, not trained: WordPiece training breaks ties in hash order, so a trained
+    # vocabulary (and the model on top) changed from run to run. Words of the templates, then letters and
+    # word-piece letters so that any other lower-case text still tokenizes.
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words = {w for text in FRAMES for w in text.split() if "{" not in w} | {w for ws in TOPICS.values() for w in ws}
+    words = sorted(words | set(letters))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *(f"##{c}" for c in letters)]
+    (work / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(work / "vocab.txt"), do_lower_case=True)
     tokenizer.model_max_length = 64
     tokenizer.save_pretrained(model_dir)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -105,7 +108,7 @@ def _build_topic_classifier(work: Path) -> None:
         optimizer.step()
     model.eval()
     model.save_pretrained(model_dir, safe_serialization=True)
-    shutil.rmtree(work / "vocab")
+    (work / "vocab.txt").unlink()
     _write_jsonl(work / "eval.jsonl", ({"text": t, "label": l} for t, l in held_out))
 
 

@@ -267,7 +267,8 @@ def test_a_runtime_that_crashes_or_hangs_fails_one_candidate(faulty_bundle, runt
     assert message in rows["q8"]["error"] and rows["q8"]["verdict"]["passed"] is False
     if "crash" in runtime:
         assert "fault injected: crash" in rows["q8"]["error"]  # the runtime's stderr tail
-    assert rows["fp32"]["verdict"]["passed"] and rows["int8"]["verdict"]["passed"], (rows["fp32"], rows["int8"])
+    for other in ("fp32", "int8"):  # measured as usual (whether int8 meets the SLA is not this test's concern)
+        assert rows[other]["error"] is None and rows[other]["metrics"]["samples"] > 0, rows[other]
     leftover = subprocess.run(["pgrep", "-f", "faulty_runtimes.py"], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""  # nothing left running
 
