@@ -17,6 +17,7 @@ from .decide import cliff, recommendation
 from .documents import write_reports
 from .errors import RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
+from .hashing import text_sha256
 from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
 from .measure import reference_vectors, run_artifact
 from .pipeline import build
@@ -228,11 +229,18 @@ def _warnings(size_mb: float, peak_rss_mb: float | None, device: dict) -> list[s
     return found
 
 
+def _content(artifact: dict) -> str:
+    """What the artifact's files hold, whatever they are named: two precisions a format writes alike
+    (web's q8 and int8 for a model without Conv) are one candidate."""
+    return text_sha256(" ".join(sorted(f["sha256"] for f in artifact["files"])))
+
+
 def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, labeled, base_value, device) -> dict:
     size_mb = artifact["bytes"] / MB
     row = {"target": artifact["target"], "precision": artifact["precision"], "format": artifact["format"],
            "bits": artifact["bits"], "bytes": artifact["bytes"], "size_mb": size_mb,
-           "files": [f["path"] for f in artifact["files"]], "build": artifact.get("build"), "error": None,
+           "files": [f["path"] for f in artifact["files"]], "content": _content(artifact),
+           "build": artifact.get("build"), "error": None,
            "warnings": _warnings(size_mb, None, device)}
     try:
         result, vectors = run_artifact(runtime, [bundle / f["path"] for f in artifact["files"]], task, evalset, opts)

@@ -75,6 +75,12 @@ def unchecked(row: dict, sla: Sla) -> list[str]:
 
 
 def cheapest(rows: list[dict]) -> dict | None:
-    """The passing candidate that costs least: smallest, then fastest."""
-    passing = [r for r in rows if r["verdict"]["passed"]]
+    """The passing candidate that costs least: smallest, then fastest. Files identical to an earlier
+    row's are that row (their latencies differ by noise alone), so the recommendation does not flip
+    between names for one file."""
+    seen, passing = set(), []
+    for row in rows:
+        if row["verdict"]["passed"] and (row.get("content") is None or row["content"] not in seen):
+            passing.append(row)
+            seen.add(row.get("content"))
     return min(passing, key=lambda r: (r["bytes"], r.get("latency_p50_ms") or 0.0), default=None)

@@ -57,6 +57,16 @@ def test_cheapest_passing_is_smallest_then_fastest():
     assert decision["text"].startswith("web: ship q8-fast — the smallest candidate that meets the SLA (23.0 MB, p50 5.00 ms")
 
 
+def test_one_file_under_two_names_is_one_candidate_named_as_listed_first():
+    """web writes q8 and int8 alike for a model without Conv: a faster run of the copy must not flip the pick."""
+    rows = [row("q8", 8, 23, 0.89, 6), row("int8", 8, 23, 0.89, 5), row("q8-other", 8, 23, 0.89, 5.5)]
+    rows[0]["content"] = rows[1]["content"] = "same bytes"
+    rows[2]["content"] = "other bytes"
+    assert recommendation("web", judged(rows, Sla()), Sla())["recommended"] == "q8-other"
+    rows[2]["latency_p50_ms"] = 7
+    assert recommendation("web", judged(rows, Sla()), Sla())["recommended"] == "q8"
+
+
 def test_when_one_limit_rules_out_every_candidate_it_says_which_and_by_how_much():
     sla = Sla(max_size_mb=5)
     decision = recommendation("pi", judged([dict(r) for r in SWEEP], sla), sla)
