@@ -45,18 +45,24 @@ def locked(out: Path):
     out = out.resolve()
     parent = _writable_parent(out)
     lock_path = parent / f".{out.name}.lock"
-    try:
-        handle = open(lock_path, "a+")
-    except OSError as exc:
-        raise UserError(f"cannot write to {parent} ({exc.strerror}); choose another --out folder") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()  # the holder's lock file stays: removing it would let a third writer in
-        raise UserError(f"another edge-pack process (pid {holder}) is writing {out}; wait for it to finish "
-                        "or choose another --out") from None
+    while True:
+        try:
+            handle = open(lock_path, "a+")
+        except OSError as exc:
+            raise UserError(f"cannot write to {parent} ({exc.strerror}); choose another --out folder") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()  # the holder's lock file stays: removing it would let a third writer in
+            raise UserError(f"another edge-pack process (pid {holder}) is writing {out}; wait for it to finish "
+                            "or choose another --out") from None
+        # A holder that finished between our open and our lock has removed the file we locked: lock the
+        # file that is there now, or two writers would each hold a lock.
+        if _same_file(handle, lock_path):
+            break
+        handle.close()
     try:
         handle.seek(0)
         handle.truncate()
@@ -70,6 +76,13 @@ def locked(out: Path):
     finally:
         lock_path.unlink(missing_ok=True)
         handle.close()
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 @contextmanager

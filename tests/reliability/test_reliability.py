@@ -239,6 +239,31 @@ def test_two_builds_into_one_folder(tmp_path, minilm):
     assert edge_pack("verify", out).code == 0 and not lock.exists()
 
 
+def test_a_lock_file_removed_by_its_finishing_holder_is_not_the_one_locked(tmp_path, monkeypatch):
+    """The window between opening the lock file and locking it, forced in-process (no second process can
+    hit that instant reliably): the holder finishes and removes the file there, as its `finally` does."""
+    import fcntl
+
+    from edge_pack import staging
+
+    out, real_flock, calls = tmp_path / "dist", fcntl.flock, []
+
+    def holder_finishes_first(handle, flags):
+        if not calls:
+            (tmp_path / ".dist.lock").unlink()
+        calls.append(flags)
+        return real_flock(handle, flags)
+
+    monkeypatch.setattr(staging.fcntl, "flock", holder_finishes_first)
+    with staging.locked(out):
+        monkeypatch.setattr(staging.fcntl, "flock", real_flock)
+        assert len(calls) == 2  # locked the removed file, saw it, locked the one at the path
+        with pytest.raises(staging.UserError, match="another edge-pack process"):
+            with staging.locked(out):
+                pass
+    assert not (tmp_path / ".dist.lock").exists()
+
+
 # ------------------------------------------------------------------------------------- faulty runtimes
 
 @pytest.fixture(scope="module")
