@@ -86,6 +86,7 @@ def _row(row: dict, target: dict) -> dict:
     delta = quality.get("delta")
     obtained = row.get("obtained") or {}
     not_measured = [f"{what} {how}" for what, how in obtained.items() if how != "measured"]
+    cost, currency = row.get("cost_per_month"), (target.get("cost") or {}).get("currency")
     return {
         "precision": row["precision"], "bits": f"{row['bits']:g}", "size": number(row["size_mb"]),
         "quality": f"{quality['value']:.3f}" if quality else "—",
@@ -93,7 +94,9 @@ def _row(row: dict, target: dict) -> dict:
         if delta is not None else "",
         "agreement": agreement, "p50": number(row.get("latency_p50_ms")), "p90": number(row.get("latency_p90_ms")),
         "load": number(row.get("load_ms")), "rss": number(row.get("peak_rss_mb")),
-        "cost": f"{row['cost_per_month']:,.2f}" if row.get("cost_per_month") is not None else "—",
+        "cost": f"{cost:,.2f}" if cost is not None else "—",
+        # where a table has no currency column: the amount with its currency, or — when there is none
+        "price": f"{cost:,.2f} {currency}" if cost is not None and currency else "—",
         "passed": verdict["passed"], "ship": row["precision"] == target.get("recommended"),
         "reasons": "; ".join(verdict["reasons"]), "obtained": ", ".join(not_measured) or "measured",
         "runtime": row.get("runtime") or "—",
