@@ -112,9 +112,11 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2. Without SOURCE, the job in
     ./edge-pack.toml (or --config FILE) is built."""
+    from . import staging
     from .pipeline import BuildOptions, build as run_build
     from .report import build_table
 
+    staging.HOLD_SIGNALS_AFTER_COMMIT = True  # once the bundle is in place, the exit code must say so
     target_options = {"layout": layout, **({"min_ios": int(min_ios)} if min_ios else {})}
     if quantize_embeddings:
         target_options["quantize_embeddings"] = True
@@ -388,4 +390,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"edge-pack: internal error: {type(exc).__name__}: {first} (rerun with -v for the traceback "
                    "and report it)", err=True)
         code = EXIT_INTERNAL
+    # The outcome is decided: Python's shutdown restores the default signal handlers, and a signal arriving
+    # now would end the process with a code that contradicts what was done.
+    from .staging import hold_interrupts
+
+    hold_interrupts()
     sys.exit(code if isinstance(code, int) else EXIT_OK)

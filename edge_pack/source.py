@@ -350,6 +350,7 @@ def _onnx_reference(path: Path):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors reach the user through the exception, not as log noise
+    options.add_session_config_entry("session.x64quantprecision", "1")  # exact int8 on any x86 (harness/ort/run.py)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
 

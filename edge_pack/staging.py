@@ -7,7 +7,9 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +17,11 @@ from .errors import UserError
 
 # Work folders being written now; the watchdog removes them before it ends a stuck process.
 ACTIVE: set[Path] = set()
+# Set by a command whose outcome is decided once its folder is in place (`edge-pack build`): SIGINT/SIGTERM
+# stay blocked after the swap, so the exit code says what happened to the folder — 0/1 it is the new one,
+# 130/143 it is the old one — instead of a late signal reporting an interrupt after the folder was replaced.
+HOLD_SIGNALS_AFTER_COMMIT = False
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -125,13 +132,47 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _swap(work: Path, out: Path) -> None:
-    if not out.exists():
+    """Put `work` where `out` is. An interrupt between the two renames would leave no folder at all, so
+    SIGINT/SIGTERM wait until both are done (a signal that came meanwhile is delivered right after)."""
+    with _interrupts_deferred():
+        if not out.exists():
+            os.rename(work, out)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "previous")
         os.rename(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _interrupts_deferred():
+    # Dispositions, not a signal mask: a mask holds for one thread, and the kernel hands a process's signal
+    # to any thread that does not block it (torch's and onnxruntime's workers).
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / "previous")
-    os.rename(work, out)
-    shutil.rmtree(old, ignore_errors=True)
+    pending: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, frame: pending.append(number)) for signum in _INTERRUPTS}
+    committed = False
+    try:
+        yield
+        committed = True
+    finally:
+        if committed and HOLD_SIGNALS_AFTER_COMMIT:
+            hold_interrupts()
+        else:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for signum in pending:
+                signal.raise_signal(signum)
+
+
+def hold_interrupts() -> None:
+    """From here on SIGINT/SIGTERM are ignored: the outcome is decided. (Python's shutdown resets the
+    handlers it installed to the default, which ends the process, but leaves an ignored signal ignored.)"""
+    if threading.current_thread() is threading.main_thread():
+        for signum in _INTERRUPTS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,17 @@ def edge_pack(*args, cwd: Path | None = None, timeout: float = 1800, env: dict |
     proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, **(env or {})})
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def eventually(condition, seconds: float = 60.0, every: float = 0.2):
+    """Poll `condition` until it returns something truthy, for up to `seconds`; return its last value. Process
+    teardown on a busy machine takes as long as it takes: a test waits for the outcome, not for a fixed time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 def assert_one_line_error(run: Run, code: int = 2, *words: str) -> None:

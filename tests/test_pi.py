@@ -81,9 +81,11 @@ def test_decoder_quality_against_the_fp32_source(llama_results):
     assert abs(rows["f32"]["perplexity"] / base["perplexity"] - 1) < 1e-3
     assert rows["f32"]["kl_divergence"] < 1e-4 and rows["f32"]["same_top1"] > 0.995
     assert abs(rows["q8_0"]["perplexity"] / rows["f16"]["perplexity"] - 1) < 0.01
-    assert rows["q8_0"]["kl_divergence"] < rows["q4_k_m"]["kl_divergence"]
-    assert rows["q4_k_m"]["kl_divergence"] < rows["q4_0"]["kl_divergence"] * 1.5
-    assert rows["q4_k_m"]["same_top1"] <= rows["q8_0"]["same_top1"] <= 1
+    # Orderings with a clear gap only (the fixture checks the margin when it is built, tests/models.py):
+    # 8 bits move the distributions far less than 4 bits. Which 4-bit type is closer depends on the weights.
+    for four_bit in ("q4_k_m", "q4_0"):
+        assert rows["q8_0"]["kl_divergence"] * 4 < rows[four_bit]["kl_divergence"], (four_bit, rows)
+        assert rows[four_bit]["same_top1"] <= rows["q8_0"]["same_top1"] <= 1
     assert rows["f16"]["kl_divergence"] <= rows["q8_0"]["kl_divergence"] * 1.5
     assert rows["q4_k_m"]["kl_divergence_p99"] >= rows["q4_k_m"]["kl_divergence"]
 

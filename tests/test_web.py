@@ -170,3 +170,35 @@ def test_embeddings_match_sentence_transformers(bundle, minilm):
         pooled = (hidden * mask).sum(1) / mask.sum(1)
         pooled /= np.linalg.norm(pooled)
         assert np.abs(pooled[0] - reference).max() < 1e-4
+
+
+def test_int8_answers_the_same_on_a_cpu_without_vnni(tmp_path):
+    """onnxruntime's default u8s8 kernel on x86 without VNNI (AVX2: Haswell, AMD EPYC before Zen 4) saturates
+    a 16-bit intermediate, so an int8 model answers wrong on such a host and right everywhere else. The ort
+    runner asks for the exact kernel. The older CPU is real code on an emulated CPU: qemu-user with
+    `-cpu Haswell` (AVX2, no VNNI) runs the same harness script; this machine's own CPU may have VNNI."""
+    import shutil as shell
+    import sys
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_pack.runners import RunOptions
+    from edge_pack.runners.local import run_harness
+
+    qemu = shell.which("qemu-x86_64")
+    assert qemu, "qemu-user is not installed (make test installs it)"
+    # Every product u8 x s8 is 255 x 127 and a pair of them overflows int16: the worst case, on purpose.
+    weights = np.ones((64, 8), np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "saturates",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+                              [numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    run = edge_pack("build", tmp_path / "model.onnx", "-t", "web", "-p", "q8", "-o", tmp_path / "out")
+    assert run.code == 0, run.stderr
+    sample = {"x": np.ones((1, 64), np.float32)}
+    result = run_harness("ort/run.py", tmp_path / "out/web/onnx/model_quantized.onnx", [sample], None,
+                         RunOptions(warmup=0, runs=0, timeout_s=300), command=[qemu, "-cpu", "Haswell", sys.executable])
+    assert np.allclose(result.outputs[0]["y"], 64.0, rtol=0.02), result.outputs[0]["y"]  # saturated: 32.4

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import edge_pack
-from conftest import assert_one_line_error, edge_pack as cli
+from conftest import assert_one_line_error, edge_pack as cli, eventually
 from edge_pack.evalset import Preprocessor, make_evalset
 from edge_pack.measure import reference_vectors, run_artifact
 from edge_pack.runners import RunOptions, transformers_js
@@ -251,5 +251,7 @@ def test_a_browser_past_its_timeout_fails_one_candidate_and_is_closed(bundle, ev
     with pytest.raises(RunnerError, match="timed out after 5 s"):
         run_artifact("browser", [bundle / "web/onnx/model.onnx"], "feature-extraction", evalset,
                      RunOptions(warmup=0, runs=10_000_000, timeout_s=5))
-    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
-    assert left == []  # Chromium went with its driver
+    def nothing_left():
+        return not subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+
+    assert eventually(nothing_left)  # Chromium went with its driver

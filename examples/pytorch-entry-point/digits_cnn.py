@@ -40,12 +40,19 @@ def factory():
     x, y = torch.from_numpy(images[:-HELD_OUT]), torch.from_numpy(labels[:-HELD_OUT])
     model = DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(6):
-        for start in range(0, len(x), 64):
-            loss = torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    # One thread while training: the thread count changes the rounding, and with it the weights, so a build
+    # and a later bench on a machine with other settings would otherwise compare two different models.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for epoch in range(6):
+            for start in range(0, len(x), 64):
+                loss = torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval(), {"image": torch.from_numpy(images[:1])}
 
 

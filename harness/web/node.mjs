@@ -15,11 +15,14 @@ async function main() {
     tf.env.allowLocalModels = true;
     tf.env.localModelPath = request.model_root;
     const threads = request.threads;
-    const session_options = { intraOpNumThreads: threads, interOpNumThreads: 1 };
+    // x64quantprecision: exact int8 matmuls on x86 CPUs without VNNI, whose default kernel saturates
+    // (harness/ort/run.py says more); without it a q8 model answers wrong on such a host only.
+    const session = { x64quantprecision: '1' };
     if (threads > 1) {
         // Spinning worker threads starve each other on a small, busy machine (DESIGN.md).
-        session_options.extra = { session: { intra_op: { allow_spinning: '0' } } };
+        session.intra_op = { allow_spinning: '0' };
     }
+    const session_options = { intraOpNumThreads: threads, interOpNumThreads: 1, extra: { session } };
     const result = await measure(tf, request, { device: 'cpu', session_options });
     const ort = tf.env.backends.onnx.versions ?? {};
     writeFileSync(request.result, JSON.stringify({
