@@ -14,7 +14,7 @@ import numpy as np
 from . import __version__, metrics
 from .config import Config, load_config
 from .decide import cliff, recommendation
-from .documents import write_reports
+from .report_files import write_reports
 from .errors import RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
 from .hashing import text_sha256

@@ -29,7 +29,7 @@ def _emit_json(data) -> None:
 
 
 def _show(renderable) -> None:
-    from .report import print_to_stdout
+    from .terminal import print_to_stdout
 
     print_to_stdout(renderable)
 
@@ -114,7 +114,7 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
     ./edge-pack.toml (or --config FILE) is built."""
     from . import staging
     from .pipeline import BuildOptions, build as run_build
-    from .report import build_table
+    from .terminal import build_table
 
     staging.HOLD_SIGNALS_AFTER_COMMIT = True  # once the bundle is in place, the exit code must say so
     target_options = {"layout": layout, **({"min_ios": int(min_ios)} if min_ios else {})}
@@ -179,7 +179,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
     from .benchmark import bench as run_bench
     from .manifest import MANIFEST
     from .pipeline import build as run_build
-    from .report import verdict_table
+    from .terminal import verdict_table
 
     job = _job(config_path)
     if path is None:
@@ -206,7 +206,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
 
 
 def _say_where(folder: Path, results: dict) -> None:
-    from .documents import REPORT_HTML
+    from .report_files import REPORT_HTML
 
     if (folder / REPORT_HTML).is_file() and results.get("releases") is not None:
         for name in results["releases"].values():
@@ -221,7 +221,7 @@ def _say_where(folder: Path, results: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout, nothing else.")
 def report(folder, screenshot, as_json) -> int:
     """Regenerate FOLDER/report.html and FOLDER/report.md from FOLDER/results.json."""
-    from .documents import read_results, write_reports
+    from .report_files import read_results, write_reports
     from .staging import locked
 
     results = read_results(folder)
@@ -230,7 +230,7 @@ def report(folder, screenshot, as_json) -> int:
     written = {"html": str(paths["html"]), "md": str(paths["md"]), "passed": results.get("passed", False),
                "recommended": {n: t.get("recommended") for n, t in results["targets"].items()}}
     if screenshot:
-        from .browser import screenshot as take
+        from .screenshot import screenshot as take
 
         written["screenshot"] = str(take(paths["html"], screenshot))
     if as_json:
@@ -256,7 +256,7 @@ def merge(inputs, out, as_json) -> int:
     one manifest, one results.json and the reports. Exit 1 when a merged target has no passing candidate
     or was not measured."""
     from .release import merge as run_merge
-    from .report import verdict_table
+    from .terminal import verdict_table
 
     merged = run_merge(list(inputs), out)
     results = merged["results"]
@@ -301,7 +301,7 @@ def verify(folder, deep, as_json) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the targets as JSON.")
 def targets(as_json) -> int:
     """List the targets, their precisions and defaults, and whether each toolchain is installed here."""
-    from .report import targets_table
+    from .terminal import targets_table
 
     rows = _target_rows()
     if as_json:

@@ -136,7 +136,7 @@ def extract_zip(path: Path, dest: Path) -> None:
 def merge(inputs: list[Path], out: Path) -> dict:
     """Join bundles (folders or release zips) of one source, each holding other targets, into `out`.
     Returns {"manifest", "results" (None when no input was measured)}."""
-    from .documents import write_reports
+    from .report_files import write_reports
     from .verify import verify
 
     if not inputs:

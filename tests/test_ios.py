@@ -16,12 +16,16 @@ ct = pytest.importorskip("coremltools", reason="the ios extra (coremltools) is n
 
 from edge_pack.converters.ios import Converter  # noqa: E402
 from edge_pack.errors import RunnerError  # noqa: E402
-from edge_pack.mil_emulator import Emulator, NotEmulated  # noqa: E402
 from edge_pack.pipeline import BuildOptions  # noqa: E402
 from edge_pack.runners import RunOptions  # noqa: E402
 from edge_pack.runners import coreml  # noqa: E402
+from edge_pack.resources import harness_dir  # noqa: E402
 from edge_pack.source import load_source  # noqa: E402
 from edge_pack.targets import get_target  # noqa: E402
+
+# The MIL emulator is a runtime (harness/ios/), not part of the package: the tests drive it in-process.
+sys.path.insert(0, str(harness_dir() / "ios"))
+from mil_emulator import Emulator, NotEmulated  # noqa: E402
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "palettize6", "palettize4")
 # How each precision's compressed weights are stored in an iOS 18 program: (constexpr op, data type).

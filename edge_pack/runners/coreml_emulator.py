@@ -1,4 +1,4 @@
-"""The Core ML emulator (edge_pack/mil_emulator.py) in a child process: a package's outputs on systems
+"""The Core ML emulator (harness/ios/mil_emulator.py) in a child process: a package's outputs on systems
 without Core ML, exact to torch on an fp32 package. It takes no timings: its results carry the note
 "emulated — no device latency" instead. RunOptions.extra["fp32"] runs float math in fp32."""
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 import protocol  # noqa: E402
-from edge_pack.mil_emulator import Emulator, NotEmulated  # noqa: E402
+from mil_emulator import Emulator, NotEmulated  # noqa: E402
 
 LATENCY_NOTE = "emulated — no device latency"
 
