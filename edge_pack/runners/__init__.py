@@ -38,6 +38,8 @@ class RunResult:
     # {"outputs": "emulated"} (e.g. a faithful emulator of the device runtime), {"latency": "estimated"}
     # (from device facts). Anything not named here was "measured".
     obtained: dict = field(default_factory=dict)
+    # A text-generation runtime's answers to the request's asks (edge_pack/generation.py), in order.
+    answers: list = field(default_factory=list)
 
 
 def get_runner(name: str):

@@ -59,7 +59,7 @@ def read_result(result_path: Path, outputs_path: Path, count: int) -> RunResult:
                      latency_ms=result["latency_ms"], peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"],
                      host=result.get("host", {}), postprocessed=result.get("postprocessed", False),
                      latency_note=result.get("latency_note"), obtained=result.get("obtained", {}),
-                     metrics=result.get("metrics", {}))
+                     metrics=result.get("metrics", {}), answers=result.get("answers", []))
 
 
 def last_words(text: str, limit: int = 300) -> str:
