@@ -165,6 +165,12 @@ def test_interrupted_build_leaves_dir_as_it_was(tmp_path, minilm, previous, sign
     exe = Path(sys.executable).parent / "edge-pack"
     proc = subprocess.Popen([str(exe), "build", "demo", "-t", "web", "-o", str(previous)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    # `after` counts from the moment the build has started its work (its lock or work folder exists, so its
+    # handlers are installed), not from the fork: on a busy core Python's own start-up can take seconds, and a
+    # signal during `import` is Python's KeyboardInterrupt, not edge-pack's.
+    deadline = time.monotonic() + 120
+    while not _leftovers(previous) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(after)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
