@@ -5,7 +5,10 @@ The token ids come from the request (the model's own tokenizer ran on the host),
 same tokens. A decoder returns its logits at every position of each sample (the host computes perplexity,
 KL divergence and same-top-1 from them) and measures speed as llama-bench does: prompt processing (pp, the
 latency input as one prompt) and generation (tg, one token at a time from an empty context), in tokens/s.
-An embedder (a GGUF that pools, e.g. BERT) returns each sample's normalised sentence embedding."""
+An embedder (a GGUF that pools, e.g. BERT) returns each sample's normalised sentence embedding.
+
+A request with "asks" also gets "answers": greedy generation and choice log-likelihoods, in the protocol
+written down at the top of edge_pack/generation.py (the same for every runtime)."""
 from __future__ import annotations
 
 import gc
@@ -75,6 +78,48 @@ def _logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[:len(tokens)], dtype=np.float32)
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _answer(llm, ask: dict) -> dict:
+    """One ask of the generation protocol: greedy tokens with their log-probs, then each continuation's
+    summed log-likelihood given the prompt (a fresh evaluation of prompt + continuation)."""
+    prompt, stop, limit = [int(t) for t in ask["prompt"]], set(ask["stop"]), int(ask["max_new_tokens"])
+    tokens, logprobs, steps, first_ms = [], [], [], None
+    if limit:
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        for _ in range(limit):
+            logp = _log_softmax(llm.scores[llm.n_tokens - 1])
+            token = int(np.argmax(logp))
+            if first_ms is None:
+                first_ms = (time.perf_counter() - start) * 1000.0
+            if token in stop:
+                break
+            tokens.append(token)
+            logprobs.append(float(logp[token]))
+            if len(tokens) == limit:
+                break
+            step = time.perf_counter()
+            llm.eval([token])
+            steps.append((time.perf_counter() - step) * 1000.0)
+    answer = {"id": ask["id"], "tokens": tokens, "logprobs": logprobs, "first_token_ms": first_ms,
+              "decode_ms_per_token": float(np.mean(steps)) if steps else None}
+    if ask.get("continuations") is not None:
+        logliks = []
+        for continuation in ask["continuations"]:
+            continuation = [int(t) for t in continuation]
+            llm.reset()
+            llm.eval(prompt + continuation)
+            rows = np.array(llm.scores[len(prompt) - 1:len(prompt) + len(continuation) - 1])
+            logliks.append(float(sum(_log_softmax(row)[t] for row, t in zip(rows, continuation))))
+        answer["continuation_logliks"] = logliks
+    return answer
+
+
 def _generation_speed(llm, tokens: list[int], count: int, repeats: int) -> float:
     """Tokens/s generating `count` tokens one at a time from an empty context (llama-bench's tg); the
     tokens fed are the prompt's, as the speed does not depend on which tokens they are."""
@@ -94,11 +139,15 @@ def main() -> None:
     samples, latency_input = protocol.load_inputs(request["inputs"])
     threads = int(request.get("threads", 1))
     runs, warmup = int(request.get("runs", 0)), int(request.get("warmup", 0))
-    gen_tokens = int(request.get("gen_tokens", 64)) if runs else 0
+    asks = request.get("asks") or []
     _silence()
     token_lists = [_tokens(s) for s in samples]
-    prompt = _tokens(latency_input) if latency_input is not None else token_lists[0]
-    n_ctx = max([len(t) for t in token_lists] + [len(prompt), gen_tokens, 8])
+    prompt = _tokens(latency_input) if latency_input is not None else (token_lists or [[]])[0]
+    runs = runs if prompt else 0  # an asks-only request times nothing beyond its answers
+    gen_tokens = int(request.get("gen_tokens", 64)) if runs else 0
+    ask_lengths = [len(a["prompt"]) + max([int(a["max_new_tokens"])] + [len(c) for c in a.get("continuations") or []])
+                   for a in asks]
+    n_ctx = max([len(t) for t in token_lists] + ask_lengths + [len(prompt), gen_tokens, 8])
     n_ctx = (n_ctx + 31) // 32 * 32
 
     rss_before = protocol.peak_rss_mb()
@@ -108,7 +157,7 @@ def main() -> None:
     load_ms = (time.perf_counter() - start) * 1000.0
     embedder = _pools(llm)
     metrics = {"threads": threads, "n_ctx": n_ctx}
-    latency = []
+    latency, answers = [], None
     if embedder:
         del llm
         gc.collect()
@@ -131,8 +180,10 @@ def main() -> None:
         # Quality needs the logits of every position: a context that keeps them.
         llm = _load(request["model"], threads, n_ctx, embedding=False, logits_all=True)
         outputs = [{"logits": _logits(llm, t)[None]} for t in token_lists]
+        answers = [_answer(llm, ask) for ask in asks]
     protocol.save_outputs(request["outputs"], outputs)
     protocol.write_result(request, {
+        **({"answers": answers} if answers is not None else {}),
         "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
         "rss_before_load_mb": rss_before, "threads": threads, "postprocessed": embedder, "metrics": metrics,
         "runtime": f"llama.cpp via llama-cpp-python {llama_cpp.__version__} ({'embedder' if embedder else 'decoder'})",
