@@ -34,6 +34,13 @@ def _save(model, out: Path) -> None:
 
 
 class Converter:
+    def __new__(cls, source: SourceModel, target: Target, target_dir: Path, options=None):
+        if source.task == "text-generation":  # a decoder with its KV cache: web_decoder.py
+            from .web_decoder import DecoderConverter
+
+            return DecoderConverter(source, target, target_dir, options)
+        return super().__new__(cls)
+
     def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
         self.source, self.target, self.dir = source, target, target_dir
         self.fp32_dir = fp32_onnx(source)

@@ -46,8 +46,9 @@ def get_runner(name: str):
     """The module edge_pack.runners.<name>, or a user's own module when the name is dotted
     (e.g. runtime = "mycompany.edge_runner" in a target TOML); it offers run(files, samples, latency_input,
     options), and optionally missing() -> list[str] (what this machine lacks, each with how to install it;
-    `edge-pack doctor` and bench ask) and install(progress) (what `edge-pack setup TARGET` runs)."""
-    return importlib.import_module(name if "." in name else f"{__name__}.{name}")
+    `edge-pack doctor` and bench ask) and install(progress) (what `edge-pack setup TARGET` runs). A
+    hyphen in a built-in runtime's name is the module's underscore (browser-webgpu: browser_webgpu.py)."""
+    return importlib.import_module(name if "." in name else f"{__name__}.{name.replace('-', '_')}")
 
 
 def runtime_missing(name: str) -> list[str]:

@@ -10,4 +10,5 @@ NAME = "onnxruntime (Python)"
 
 
 def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
-    return run_harness("ort/run.py", files[0], samples, latency_input, options)
+    # extra: a decoder's generation asks ("asks"), answered through its KV cache (harness/ort/decoder.py).
+    return run_harness("ort/run.py", files[0], samples, latency_input, options, extra=options.extra)

@@ -192,6 +192,9 @@ def measure(script: str, files: list[Path], samples: list[dict], latency_input: 
             raise RunnerError(f"the page requested {len(outside)} outside address(es), e.g. {outside[0]}")
         measured = {"outside_requests": len(outside), "local_requests": result["local_requests"]}
     host = {**result.get("host", {}), **({"requests": result["requests"]} if browser else {})}
+    # A software WebGPU adapter's timings are a CPU emulating a GPU: labelled so, never as GPU speed.
+    obtained = {"latency": "on a software adapter"} if result.get("software_adapter") else {}
     return RunResult(outputs=[_decode(o) for o in result["outputs"]], load_ms=result["load_ms"],
                      latency_ms=result["latency_ms"], peak_rss_mb=result["peak_rss_mb"], runtime=result["runtime"],
-                     host=host, postprocessed=result["postprocessed"], metrics=measured)
+                     host=host, postprocessed=result["postprocessed"], metrics=measured, obtained=obtained,
+                     answers=result.get("answers", []))

@@ -1,5 +1,9 @@
 """Run one ONNX file with onnxruntime: load time, outputs for each sample, latency, peak memory.
-Usage: python run.py request.json (see harness/protocol.py)."""
+Usage: python run.py request.json (see harness/protocol.py).
+
+A decoder with a KV cache (past_key_values.* inputs) runs as generation does (decoder.py): each sample's
+logits come through its own cache path, prefill then one token at a time; the request's generation asks
+get greedy answers; the latency is the time to the first token of the latency prompt."""
 from __future__ import annotations
 
 import os
@@ -7,9 +11,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnxruntime as ort  # noqa: E402
 
 import protocol  # noqa: E402
+from decoder import Decoder, is_decoder  # noqa: E402
 
 
 def main() -> None:
@@ -32,20 +38,46 @@ def main() -> None:
     start = time.perf_counter()
     session = ort.InferenceSession(request["model"], options, providers=["CPUExecutionProvider"])
     load_ms = (time.perf_counter() - start) * 1000.0
+    extra = {}
+    if is_decoder(session):
+        outputs, latency, extra = _generate(Decoder(session), samples, latency_input, request)
+    else:
+        outputs, latency = _run(session, samples, latency_input, request)
+    protocol.save_outputs(request["outputs"], outputs)
+    protocol.write_result(request, {
+        "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
+        "rss_before_load_mb": rss_before, "threads": threads,
+        "runtime": f"onnxruntime {ort.__version__} (Python, CPUExecutionProvider)", **extra,
+    })
+
+
+def _run(session, samples, latency_input, request):
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
     outputs = [dict(zip(names, session.run(None, {k: v for k, v in s.items() if k in wanted}))) for s in samples]
-    protocol.save_outputs(request["outputs"], outputs)
     latency = []
     if latency_input is not None and request.get("runs", 0) > 0:
         feeds = {k: v for k, v in latency_input.items() if k in wanted}
         latency = protocol.time_runs(lambda: session.run(None, feeds), int(request.get("warmup", 0)),
                                      int(request["runs"]))
-    protocol.write_result(request, {
-        "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
-        "rss_before_load_mb": rss_before, "threads": threads,
-        "runtime": f"onnxruntime {ort.__version__} (Python, CPUExecutionProvider)",
-    })
+    return outputs, latency
+
+
+def _tokens(sample: dict) -> list:
+    ids = sample["input_ids"].reshape(-1)
+    mask = sample.get("attention_mask")
+    return [int(t) for t in (ids if mask is None else ids[mask.reshape(-1) > 0])]
+
+
+def _generate(decoder, samples, latency_input, request):
+    outputs = [{"logits": decoder.logits_through_cache(_tokens(s))[None]} for s in samples]
+    answers = [decoder.answer(ask) for ask in request.get("asks", [])]
+    latency = []
+    if latency_input is not None and request.get("runs", 0) > 0:
+        prompt = _tokens(latency_input)
+        latency = protocol.time_runs(lambda: decoder.forward(prompt, None, 0), int(request.get("warmup", 0)),
+                                     int(request["runs"]))
+    return outputs, latency, {"answers": answers}
 
 
 if __name__ == "__main__":

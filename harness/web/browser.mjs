@@ -13,8 +13,15 @@ const TYPES = {
     '.json': 'application/json', '.txt': 'text/plain',
 };
 // DESIGN.md's flags, and no name resolves but 127.0.0.1's: nothing can leave the machine even by mistake.
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'];
+// WASM runs on the CPU: no GPU process. WebGPU without a GPU runs on Chromium's software adapter
+// (SwiftShader's Vulkan through Dawn), which headless Chromium offers only with these flags.
+const DEVICE_FLAGS = {
+    wasm: ['--disable-gpu'],
+    webgpu: ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader', '--use-webgpu-adapter=swiftshader',
+        '--ignore-gpu-blocklist'],
+};
 
 function serve(roots) {
     const served = [];
@@ -67,6 +74,17 @@ function rendererPeakMb() {
     return peak;
 }
 
+// WASM, or WebGPU on the adapter that ran it, named so that a software adapter's latency is not taken for a GPU's.
+function backend({ device, adapter }) {
+    if (device !== 'webgpu') return 'WASM';
+    const name = [adapter?.vendor, adapter?.architecture, adapter?.description].filter(Boolean).join(' ') || 'unnamed adapter';
+    return `WebGPU on ${name}${software(adapter) ? ', software adapter' : ''}`;
+}
+
+function software(adapter) {
+    return Boolean(adapter?.fallback) || /swiftshader|llvmpipe|software/i.test(JSON.stringify(adapter ?? {}));
+}
+
 async function main() {
     const request = JSON.parse(readFileSync(process.argv[2], 'utf8'));
     const { chromium } = createRequire(path.join(request.packages, 'package.json'))('playwright-core');
@@ -79,7 +97,7 @@ async function main() {
     const origin = `http://127.0.0.1:${server.address().port}`;
     const requests = [];
     const context = await chromium.launchPersistentContext(request.profile, {
-        executablePath: request.chromium, headless: true, args: FLAGS,
+        executablePath: request.chromium, headless: true, args: [...FLAGS, ...DEVICE_FLAGS[request.web_device ?? 'wasm']],
     });
     try {
         context.on('request', (r) => requests.push(r.url()));
@@ -98,8 +116,10 @@ async function main() {
         writeFileSync(request.result, JSON.stringify({
             ...result,
             peak_rss_mb: peak,
-            runtime: `Transformers.js ${result.version} (Chromium ${result.browser}, onnxruntime-web ${result.ort} WASM)`,
-            host: { system: process.platform, machine: process.arch, browser: result.userAgent, threads: result.threads, cross_origin_isolated: result.isolated },
+            software_adapter: result.device === 'webgpu' && software(result.adapter),
+            runtime: `Transformers.js ${result.version} (Chromium ${result.browser}, onnxruntime-web ${result.ort} ${backend(result)})`,
+            host: { system: process.platform, machine: process.arch, browser: result.userAgent, threads: result.threads, cross_origin_isolated: result.isolated,
+                ...(result.adapter ? { webgpu_adapter: result.adapter } : {}) },
             requests,
             local_requests: requests.filter(local).length,
             outside_requests: requests.filter((url) => !local(url)),

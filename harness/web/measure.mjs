@@ -6,32 +6,11 @@
 // pipeline's mean pooling + normalisation (its own mean_pooling and Tensor.normalize), and the logits the
 // classification pipelines turn into scores.
 
-const TASKS = ['feature-extraction', 'text-classification', 'image-classification'];
+// A text-generation model goes to generate.mjs (logits at every position, and greedy generation).
+import { generate } from './generate.mjs';
+import { fromTensor, toTensor } from './tensors.mjs';
 
-const BYTES = typeof Buffer !== 'undefined'
-    ? { decode: (text) => new Uint8Array(Buffer.from(text, 'base64')), encode: (bytes) => Buffer.from(bytes).toString('base64') }
-    : {
-        decode: (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0)),
-        encode: (bytes) => {
-            let text = '';
-            for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-            return btoa(text);
-        },
-    };
-
-const ARRAYS = { int64: BigInt64Array, int32: Int32Array, float32: Float32Array, bool: Uint8Array };
-
-function toTensor(Tensor, { dtype, dims, data }) {
-    const Array_ = ARRAYS[dtype];
-    if (!Array_) throw new Error(`inputs of type ${dtype} are not supported by this harness`);
-    const bytes = BYTES.decode(data); // copied: typed arrays need an aligned buffer of their own
-    return new Tensor(dtype, new Array_(bytes.slice().buffer), dims);
-}
-
-function fromTensor(tensor) {
-    const data = tensor.data instanceof Float32Array ? tensor.data : Float32Array.from(tensor.data, Number);
-    return { dtype: 'float32', dims: tensor.dims, data: BYTES.encode(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)) };
-}
+const TASKS = ['feature-extraction', 'text-classification', 'image-classification', 'text-generation'];
 
 /**
  * @param tf the Transformers.js module
@@ -40,6 +19,7 @@ function fromTensor(tensor) {
  */
 export async function measure(tf, request, { device, session_options = {} }) {
     const { task } = request;
+    if (task === 'text-generation') return generate(tf, request, { device, session_options });
     if (!TASKS.includes(task)) {
         throw new Error(`Transformers.js has no pipeline for a ${task} model here (it runs ${TASKS.join(', ')}); ` +
             'measure it with --runtime ort');

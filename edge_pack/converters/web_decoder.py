@@ -1,0 +1,347 @@
+"""Web decoders: a causal LM exported with its KV cache in the layout Transformers.js' text generation
+loads (optimum's text-generation-with-past export: onnx/model*.onnx taking past_key_values.* and giving
+present.*, beside config.json, generation_config.json and the tokenizer files), at every web precision.
+
+Where the weights go, per precision:
+- fp32: the export as it is. fp16: every float weight halved; inputs, outputs and the cache stay float32
+  (keep_io_types), which is what Transformers.js feeds when the config names no other cache type.
+- q8 / q4: MatMulNBits (8 or 4 bits, blocks of 32, symmetric) on every MatMul with a constant weight,
+  the lm_head included, and the embedding table stored the same way (looked up with plain ops: the
+  browser has no GatherBlockQuantized kernel). When the model
+  ties its embedding to its lm_head (SmolLM2 does), both read ONE quantized table: the file holds it once,
+  where a plain quantizer keeps the float table for the lookup and a quantized copy for the lm_head.
+- q4f16: the fp16 graph, then q4 (scales and activations float16).
+"""
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..cache import cached
+from ..errors import ConversionError, UserError
+from ..quiet import captured
+from ..source import SUPPORT_FILES, SourceModel
+from ..targets import Target
+
+RECIPE = 1  # bump when the export changes, so cached exports are redone
+MODEL = "model.onnx"
+EXPORT_TASK = "text-generation-with-past"
+BLOCK = 32
+BITS = {"q8": 8, "q4": 4, "q4f16": 4}
+QUANTIZE_CONFIG = "quantize_config.json"
+_LIMIT = 1_800_000_000  # protobuf's 2 GB ceiling, with room: larger graphs keep their weights outside
+
+
+def decoder_onnx(source: SourceModel) -> Path:
+    """Folder with the fp32 KV-cache export (model.onnx) and the config, generation config and tokenizer
+    files the exporter wrote beside it; exported once per source content."""
+    versions = {n: _version(n) for n in ("torch", "transformers", "optimum-onnx", "onnx")}
+    key = {"source": source.sha256, "task": EXPORT_TASK, "recipe": RECIPE, **versions}
+    return cached("onnx-decoder", key, lambda work: _export(source, work))
+
+
+def _export(source: SourceModel, work: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    try:
+        with captured():
+            main_export(str(source.path), output=work, task=EXPORT_TASK, library_name="transformers",
+                        do_validation=False, trust_remote_code=source.trust_remote_code, local_files_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"exporting {source.spec} with its KV cache ({EXPORT_TASK}) failed: {first[:300]}") from None
+    if not (work / MODEL).is_file():
+        raise ConversionError(f"the exporter wrote no {MODEL}")
+
+
+class DecoderConverter:
+    """The web converter's half for text-generation sources (web.Converter hands them here)."""
+
+    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
+        self.source, self.target, self.dir = source, target, target_dir
+        self.export_dir = decoder_onnx(source)
+        self.fp32 = self.export_dir / MODEL
+        self.recipes: dict[str, dict] = {}
+        self._fp16 = None
+        self.tied = False
+        self.meta = {"decoder": describe_cache(onnx.load(str(self.fp32), load_external_data=False))}
+
+    def support_files(self) -> list[Path]:
+        written = []
+        for name in SUPPORT_FILES:
+            if (self.export_dir / name).is_file():
+                shutil.copy2(self.export_dir / name, self.dir / name)
+                written.append(self.dir / name)
+        return written
+
+    def convert(self, precision: str) -> list[Path]:
+        out = self.dir / self.target.precision(precision).file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if precision not in ("fp32", "fp16", *BITS):
+            raise ConversionError(f"a decoder is built at fp32, fp16, {', '.join(BITS)} here, not {precision}")
+        with captured():
+            if precision == "fp32":
+                _save(self._fp32_graph(), out)
+                recipe = {"method": "export", "exporter": f"optimum-onnx ({EXPORT_TASK})"}
+            elif precision == "fp16":
+                _save(self._fp16_graph(), out)
+                recipe = {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
+            else:
+                graph = copy.deepcopy(self._fp16_graph()) if precision == "q4f16" else _load(self.fp32)
+                model, recipe = quantize_decoder(graph, BITS[precision])
+                _save(model, out)
+        self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
+        data = out.with_name(out.name + "_data")
+        return [out, data] if data.is_file() else [out]
+
+    def finish(self) -> list[Path]:
+        import json
+
+        path = self.dir / QUANTIZE_CONFIG
+        tools = {name: _version(name) for name in ("onnxruntime", "onnx", "optimum-onnx")}
+        path.write_text(json.dumps({"tools": tools, "precisions": self.recipes}, indent=2) + "\n")
+        return [path]
+
+    def _fp16_graph(self):
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        if self._fp16 is None:
+            self._fp16 = convert_float_to_float16(self._fp32_graph(), keep_io_types=True)
+        return self._fp16
+
+    def _fp32_graph(self):
+        """The export with a tied lm_head reading the embedding table (transposed) instead of its own copy:
+        the exporter writes the table twice (113 MB more for SmolLM2-135M at fp32)."""
+        model = _load(self.fp32)
+        self.tied = share_tied_table(model)
+        return model
+
+
+# ------------------------------------------------------------------------------------------ the graph
+
+def describe_cache(model) -> dict:
+    """The cache layout of an exported decoder, for the manifest: layers, heads, head size, cache dtype."""
+    past = [i for i in model.graph.input if i.name.startswith("past_key_values.")]
+    if not past:
+        return {}
+    dims = [d.dim_value or d.dim_param for d in past[0].type.tensor_type.shape.dim]
+    return {"layers": len(past) // 2, "kv_heads": dims[1], "head_size": dims[3],
+            "cache_dtype": onnx.helper.tensor_dtype_to_np_dtype(past[0].type.tensor_type.elem_type).name}
+
+
+def _initializers(model) -> dict:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def _embedding(model):
+    """The Gather that looks token ids up in the embedding table (an initializer), or None."""
+    inits = _initializers(model)
+    for node in model.graph.node:
+        if node.op_type == "Gather" and node.input[0] in inits and len(inits[node.input[0]].dims) == 2 \
+                and _fed_by(model, node.input[1], "input_ids"):
+            return node
+    return None
+
+
+def _fed_by(model, name: str, source: str, depth: int = 4) -> bool:
+    if name == source:
+        return True
+    if depth == 0:
+        return False
+    producers = [n for n in model.graph.node if name in n.output]
+    return any(_fed_by(model, i, source, depth - 1) for p in producers for i in p.input)
+
+
+def _lm_head(model):
+    """The MatMul whose output becomes the logits."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    name = "logits"
+    for _ in range(4):
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type in ("MatMul", "MatMulNBits"):
+            return node
+        name = node.input[0]
+    return None
+
+
+def share_tied_table(model) -> bool:
+    """When the lm_head's weight is a copy of the embedding table (transposed), make it read the table
+    through a Transpose node and drop the copy. True when the two were tied."""
+    gather, head = _embedding(model), _lm_head(model)
+    if gather is None or head is None:
+        return False
+    inits = _initializers(model)
+    weight = head.input[1]
+    if weight not in inits:
+        return False
+    table = numpy_helper.to_array(inits[gather.input[0]])
+    if numpy_helper.to_array(inits[weight]).shape != table.T.shape or \
+            not np.array_equal(numpy_helper.to_array(inits[weight]), table.T):
+        return False
+    model.graph.initializer.remove(inits[weight])
+    index = list(model.graph.node).index(head)
+    model.graph.node.insert(index, helper.make_node("Transpose", [gather.input[0]], [weight], perm=[1, 0],
+                                                    name=f"{head.name}_tied_weight"))
+    return True
+
+
+def _materialise_tied_head(model, table_name: str) -> bool:
+    """A tied lm_head reads the embedding table through a Transpose node: give the MatMul the transposed
+    table as a constant of its own, so the quantizer takes it (it quantizes constant weights only). True
+    when the head is tied."""
+    head = _lm_head(model)
+    if head is None:
+        return False
+    inits = _initializers(model)
+    weight = head.input[1]
+    producer = next((n for n in model.graph.node if weight in n.output), None)
+    if producer is not None and producer.op_type == "Transpose" and producer.input[0] == table_name:
+        table = numpy_helper.to_array(inits[table_name])
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(table.T), weight))
+        model.graph.node.remove(producer)
+        return True
+    if weight in inits:
+        table, head_weight = numpy_helper.to_array(inits[table_name]), numpy_helper.to_array(inits[weight])
+        return head_weight.shape == table.T.shape and np.array_equal(head_weight, table.T)
+    return False
+
+
+def quantize_decoder(model, bits: int):
+    """MatMulNBits on every constant MatMul and an embedding table stored the same way; a tied embedding
+    reads the lm_head's quantized table. Returns the model and its recipe."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    gather = _embedding(model)
+    if gather is None:
+        raise ConversionError("no embedding lookup (Gather on the input_ids) found in the exported decoder")
+    table_name = gather.input[0]
+    tied = _materialise_tied_head(model, table_name)
+    config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
+                                          op_types_to_quantize=("MatMul",))
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    model = quantizer.model.model
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    if not nodes:
+        raise ConversionError(f"no MatMul with constant weights to quantize to {bits} bits")
+    head = _lm_head(model)
+    gather = _embedding(model)
+    if tied and head is not None and head.op_type == "MatMulNBits":
+        packed, scales = head.input[1], head.input[2]
+    else:
+        packed, scales = _quantize_table(model, table_name, bits, config)
+    _lookup_quantized(model, gather, packed, scales, bits)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(init)
+    recipe = {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+              "bits": bits, "block_size": BLOCK, "symmetric": True, "op_types": ["MatMul", "Gather"],
+              "quantized_nodes": len(nodes), "embedding": f"{bits}-bit blocks of {BLOCK} (MatMulNBits storage), looked up with Gather",
+              "lm_head": f"MatMulNBits, {bits}-bit", "tied_embedding": tied,
+              "shared_table": tied and head is not None and head.op_type == "MatMulNBits"}
+    return model, recipe
+
+
+def _quantize_table(model, table_name: str, bits: int, config) -> tuple[str, str]:
+    """An untied embedding table quantized exactly as MatMulNBits stores weights: quantize a one-MatMul
+    graph holding the table (transposed, as a weight) and take its packed data and scales."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    table = numpy_helper.to_array(_initializers(model)[table_name])
+    elem = helper.np_dtype_to_tensor_dtype(table.dtype)
+    weight = numpy_helper.from_array(np.ascontiguousarray(table.T), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "table",
+                              [helper.make_tensor_value_info("x", elem, [1, table.shape[1]])],
+                              [helper.make_tensor_value_info("y", elem, [1, table.shape[0]])], [weight])
+    small = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    quantizer = MatMulNBitsQuantizer(small, algo_config=copy.copy(config))
+    quantizer.process()
+    node = next(n for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits")
+    found = _initializers(quantizer.model.model)
+    names = (f"{table_name}_q{bits}", f"{table_name}_scales")
+    for old, new in zip(node.input[1:3], names):
+        tensor = copy.deepcopy(found[old])
+        tensor.name = new
+        model.graph.initializer.append(tensor)
+    return names
+
+
+def _lookup_quantized(model, gather, packed: str, scales: str, bits: int) -> None:
+    """Replace the embedding Gather by a lookup of MatMulNBits' own storage: gather the token rows of the
+    packed data (rows, blocks, bytes per block) and of the scales (rows × blocks), then unpack and scale
+    them with plain ONNX ops. onnxruntime's GatherBlockQuantized does this in one node, but
+    onnxruntime-web's WASM build has no kernel for it (measured: "Failed to find kernel for
+    com.microsoft.GatherBlockQuantized"), and one file must load on every web runtime."""
+    inits = _initializers(model)
+    rows, blocks, _ = inits[packed].dims
+    elem = inits[scales].data_type  # float or float16: the lookup gives what the table gave
+    ids = gather.input[1]
+    name = gather.name or "embedding"
+    p = lambda suffix: f"{name}_q_{suffix}"  # noqa: E731
+    consts = {
+        p("scale_rows"): np.array([rows, blocks, 1], dtype=np.int64),
+        p("hidden"): np.array([0, 0, -1], dtype=np.int64),  # (batch, sequence) kept, blocks × block merged
+        p("zero"): np.array(2 ** (bits - 1), dtype=helper.tensor_dtype_to_np_dtype(elem)),
+        p("sixteen"): np.array(16, dtype=helper.tensor_dtype_to_np_dtype(elem)),
+        p("last"): np.array([-1], dtype=np.int64),
+        p("block"): np.array([0, 0, blocks, BLOCK], dtype=np.int64),
+    }
+    model.graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    nodes = [
+        helper.make_node("Gather", [packed, ids], [p("bytes")], axis=0),  # (batch, seq, blocks, bytes)
+        helper.make_node("Cast", [p("bytes")], [p("values")], to=elem),
+    ]
+    if bits == 4:  # two weights per byte, the first in the low nibble (MatMulNBits' order)
+        nodes += [
+            helper.make_node("Div", [p("values"), p("sixteen")], [p("high_frac")]),
+            helper.make_node("Floor", [p("high_frac")], [p("high")]),
+            helper.make_node("Mul", [p("high"), p("sixteen")], [p("high16")]),
+            helper.make_node("Sub", [p("values"), p("high16")], [p("low")]),
+            helper.make_node("Unsqueeze", [p("low"), p("last")], [p("low1")]),
+            helper.make_node("Unsqueeze", [p("high"), p("last")], [p("high1")]),
+            helper.make_node("Concat", [p("low1"), p("high1")], [p("pairs")], axis=-1),
+            helper.make_node("Reshape", [p("pairs"), p("block")], [p("unpacked")]),
+        ]
+    else:
+        nodes.append(helper.make_node("Identity", [p("values")], [p("unpacked")]))
+    nodes += [
+        helper.make_node("Sub", [p("unpacked"), p("zero")], [p("centred")]),  # symmetric: zero point 2^(bits-1)
+        helper.make_node("Reshape", [scales, p("scale_rows")], [p("scale_table")]),
+        helper.make_node("Gather", [p("scale_table"), ids], [p("scale")], axis=0),  # (batch, seq, blocks, 1)
+        helper.make_node("Mul", [p("centred"), p("scale")], [p("weights")]),
+        helper.make_node("Reshape", [p("weights"), p("hidden")], list(gather.output)),
+    ]
+    index = list(model.graph.node).index(gather)
+    model.graph.node.remove(gather)
+    for offset, node in enumerate(nodes):
+        node.name = node.name or f"{name}_q_{offset}"
+        model.graph.node.insert(index + offset, node)
+
+
+# -------------------------------------------------------------------------------------------- files
+
+def _load(path: Path):
+    return onnx.load(str(path))
+
+
+def _save(model, out: Path) -> None:
+    if model.ByteSize() > _LIMIT:
+        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=out.name + "_data")
+    else:
+        onnx.save(model, str(out))
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
