@@ -15,12 +15,13 @@ const TYPES = {
 // DESIGN.md's flags, and no name resolves but 127.0.0.1's: nothing can leave the machine even by mistake.
 const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'];
-// WASM runs on the CPU: no GPU process. WebGPU without a GPU runs on Chromium's software adapter
-// (SwiftShader's Vulkan through Dawn), which headless Chromium offers only with these flags.
+// WASM runs on the CPU: no GPU process. Headless Chromium offers WebGPU (navigator.gpu, to a page from
+// 127.0.0.1: a secure context) with --enable-unsafe-webgpu; on a machine without a GPU its adapter is
+// SwiftShader, a software Vulkan on the CPU (measured on Chromium 150: vendor google, architecture
+// swiftshader, isFallbackAdapter true, no shader-f16). Other flags (--use-angle, Vulkan) changed nothing.
 const DEVICE_FLAGS = {
     wasm: ['--disable-gpu'],
-    webgpu: ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader', '--use-webgpu-adapter=swiftshader',
-        '--ignore-gpu-blocklist'],
+    webgpu: ['--enable-unsafe-webgpu'],
 };
 
 function serve(roots) {
