@@ -1,6 +1,7 @@
 """A decoder exported with its KV cache, run with onnxruntime the way Transformers.js runs it: the prompt in
 one pass (prefill), then one token at a time feeding each step's present.* back as past_key_values.*.
-Standard library + numpy + onnxruntime only (harness/ runs on devices too).
+It is a Session of harness/decoding.py, which runs the generation protocol on it. Standard library + numpy
++ onnxruntime only (harness/ runs on devices too).
 
 The layout is optimum's text-generation-with-past export, the one Transformers.js loads: inputs input_ids,
 attention_mask, position_ids (optional) and past_key_values.<i>.key/value of shape (batch, heads,
@@ -9,9 +10,9 @@ output (or the reverse) is a broken export, said in one line, because a runtime 
 the wrong input or not at all."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+import decoding
 
 PAST, PRESENT = "past_key_values.", "present."
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -49,85 +50,41 @@ class Decoder:
         self.past = past
         self.with_positions = "position_ids" in inputs
         self.with_mask = "attention_mask" in inputs
+        # Transformers.js feeds a whole prompt in one pass; the cache grows as long as the model allows.
+        self.prefill_len = self.kv_len = 1 << 30
         self._empty = {}
         for name in past:
             shape = inputs[name].shape  # (batch, heads, past length, head size); heads and size are fixed
             self._empty[name] = np.zeros((1, shape[1], 0, shape[3]), dtype=_DTYPES.get(inputs[name].type, np.float32))
+        self.reset()
 
-    def forward(self, ids: list[int], cache: dict | None, past_len: int) -> tuple[np.ndarray, dict]:
-        """Logits (len(ids), vocabulary) of `ids` after `past_len` cached tokens, and the new cache."""
-        feeds = {"input_ids": np.asarray([ids], dtype=np.int64), **(cache or self._empty)}
+    def reset(self) -> None:
+        self.cache, self.length = dict(self._empty), 0
+
+    def prefill(self, tokens: list[int], start: int) -> np.ndarray:
+        """Logits (len(tokens), vocabulary) of `tokens` at positions start.. on the cache held."""
+        if start != self.length:
+            raise ValueError(f"the cache holds {self.length} positions, not {start}")
+        feeds = {"input_ids": np.asarray([tokens], dtype=np.int64), **self.cache}
         if self.with_mask:
-            feeds["attention_mask"] = np.ones((1, past_len + len(ids)), dtype=np.int64)
+            feeds["attention_mask"] = np.ones((1, start + len(tokens)), dtype=np.int64)
         if self.with_positions:
-            feeds["position_ids"] = np.arange(past_len, past_len + len(ids), dtype=np.int64)[None]
+            feeds["position_ids"] = np.arange(start, start + len(tokens), dtype=np.int64)[None]
         found = dict(zip(self.names, self.session.run(None, feeds)))
-        new_cache = {name: found[PRESENT + name[len(PAST):]] for name in self.past}
-        return found["logits"][0].astype(np.float32), new_cache
+        self.cache = {name: found[PRESENT + name[len(PAST):]] for name in self.past}
+        self.length = start + len(tokens)
+        return found["logits"][0].astype(np.float32)
 
-    def logits_through_cache(self, ids: list[int], prefill: int | None = None) -> np.ndarray:
-        """Logits at every position (len(ids), vocabulary) as generation computes them: the first `prefill`
-        tokens (half, by default) in one pass, then each further token alone on the cache."""
-        prefill = max(1, min(len(ids), len(ids) // 2 if prefill is None else prefill))
-        first, cache = self.forward(ids[:prefill], None, 0)
-        rows = [first]
-        for position in range(prefill, len(ids)):
-            step, cache = self.forward([ids[position]], cache, position)
-            rows.append(step)
-        return np.concatenate(rows, axis=0)
-
-    def greedy(self, prompt: list[int], max_new_tokens: int, stop: list[int] = ()) -> dict:
-        """Greedy generation: tokens, their log-probabilities, time to the first token (the prefill) and
-        the mean time of each later token."""
-        if max_new_tokens < 1:
-            return {"tokens": [], "logprobs": [], "first_token_ms": None, "decode_ms_per_token": None}
-        start = time.perf_counter()
-        logits, cache = self.forward(prompt, None, 0)
-        tokens, logprobs, steps = [], [], []
-        first_ms = None
-        row = logits[-1]
-        while len(tokens) < max_new_tokens:
-            token = int(np.argmax(row))
-            tokens.append(token)
-            logprobs.append(float(_log_softmax(row)[token]))
-            now = time.perf_counter()
-            if first_ms is None:
-                first_ms = (now - start) * 1000.0
-            if token in stop or len(tokens) == max_new_tokens:
-                break
-            step_start = time.perf_counter()
-            logits, cache = self.forward([token], cache, len(prompt) + len(tokens) - 1)
-            row = logits[-1]
-            steps.append((time.perf_counter() - step_start) * 1000.0)
-        return {"tokens": tokens, "logprobs": logprobs, "first_token_ms": first_ms,
-                "decode_ms_per_token": float(np.mean(steps)) if steps else None}
-
-    def continuation_logliks(self, prompt: list[int], continuations: list[list[int]]) -> list[float]:
-        """Sum of log-probabilities of each continuation after the prompt (the prompt's cache is reused)."""
-        logits, cache = self.forward(prompt, None, 0)
-        found = []
-        for continuation in continuations:
-            if not continuation:
-                found.append(0.0)
-                continue
-            rows = [logits[-1]]
-            if len(continuation) > 1:
-                rest, _ = self.forward(continuation[:-1], cache, len(prompt))
-                rows += list(rest)
-            found.append(float(sum(_log_softmax(r)[t] for r, t in zip(rows, continuation))))
-        return found
-
-    def answer(self, ask: dict) -> dict:
-        """One ask of the generation protocol: {"id", "prompt", "max_new_tokens", "stop", "continuations"}."""
-        prompt = [int(t) for t in ask["prompt"]]
-        found = {"id": ask["id"], **self.greedy(prompt, int(ask.get("max_new_tokens", 0)),
-                                                [int(t) for t in ask.get("stop", [])])}
-        if ask.get("continuations"):
-            found["continuation_logliks"] = self.continuation_logliks(prompt, ask["continuations"])
-        return found
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        return self.prefill([token], pos)[0]
 
 
-def _log_softmax(row: np.ndarray) -> np.ndarray:
-    row = row.astype(np.float64)
-    shifted = row - row.max()
-    return shifted - np.log(np.exp(shifted).sum())
+def logits_through_cache(session: Decoder, tokens: list[int]) -> np.ndarray:
+    """Logits at every position as generation computes them: the first half in one prefill, then one
+    token at a time on the cache (a prefill alone would not exercise the cache inputs)."""
+    whole = session.prefill_len
+    session.prefill_len = max(1, len(tokens) // 2)
+    try:
+        return decoding.sequence_logits(session, tokens)
+    finally:
+        session.prefill_len = whole

@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnxruntime as ort  # noqa: E402
 
 import protocol  # noqa: E402
-from decoder import Decoder, is_decoder  # noqa: E402
+import decoding  # noqa: E402
+from decoder import Decoder, is_decoder, logits_through_cache  # noqa: E402
 
 
 def main() -> None:
@@ -69,14 +70,18 @@ def _tokens(sample: dict) -> list:
     return [int(t) for t in (ids if mask is None else ids[mask.reshape(-1) > 0])]
 
 
-def _generate(decoder, samples, latency_input, request):
-    outputs = [{"logits": decoder.logits_through_cache(_tokens(s))[None]} for s in samples]
-    answers = [decoder.answer(ask) for ask in request.get("asks", [])]
+def _generate(session, samples, latency_input, request):
+    outputs = [{"logits": logits_through_cache(session, _tokens(s))[None]} for s in samples]
+    answers = decoding.answers(session, request.get("asks") or [])
     latency = []
     if latency_input is not None and request.get("runs", 0) > 0:
         prompt = _tokens(latency_input)
-        latency = protocol.time_runs(lambda: decoder.forward(prompt, None, 0), int(request.get("warmup", 0)),
-                                     int(request["runs"]))
+
+        def prefill():
+            session.reset()
+            session.prefill(prompt, 0)
+
+        latency = protocol.time_runs(prefill, int(request.get("warmup", 0)), int(request["runs"]))
     return outputs, latency, {"answers": answers}
 
 

@@ -3,8 +3,9 @@
 //  - for each sample, the logits at every position (one pass, Transformers.js filling the empty cache),
 //    from which the host computes KL divergence and same-top-1 against the fp32 source;
 //  - for each ask of the generation protocol ({id, prompt, max_new_tokens, stop, continuations}), greedy
-//    generate() with a streamer that timestamps every token: the tokens, their log-probabilities (one
-//    teacher-forced pass over prompt + tokens), time to the first token and decode ms per later token.
+//    generate() with a streamer that timestamps every token: the tokens (without the stop token), their
+//    log-probabilities (one teacher-forced pass over prompt + tokens), time to the first token and decode
+//    ms per later token.
 // Token ids come from the host (the model's own tokenizer ran there), so every runtime sees the same tokens.
 import { fromTensor, toTensor } from './tensors.mjs';
 
@@ -49,8 +50,10 @@ async function answer(tf, model, ask, score = true) {
             // Stop where the host says (its eos ids); an impossible id keeps the model's own eos from stopping it.
             eos_token_id: ask.stop?.length ? ask.stop : [-1],
         });
-        const tokens = Array.from(sequences.data.slice(prompt.length), Number);
+        let tokens = Array.from(sequences.data.slice(prompt.length), Number);
         const stamps = times.slice(-tokens.length);  // the streamer may see the prompt first
+        // The protocol (edge_pack/generation.py) does not return the stop token; generate() keeps it.
+        if (tokens.length && ask.stop?.includes(tokens.at(-1))) tokens = tokens.slice(0, -1);
         found.tokens = tokens;
         found.first_token_ms = stamps.length ? stamps[0] - start : null;
         found.decode_ms_per_token = stamps.length > 1 ? (stamps.at(-1) - stamps[0]) / (stamps.length - 1) : null;
