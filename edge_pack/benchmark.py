@@ -13,6 +13,7 @@ import numpy as np
 
 from . import __version__, metrics
 from .config import Config, load_config
+from .contracts import BuildOptions
 from .decide import cliff, recommendation
 from .report_files import write_reports
 from .errors import RunnerError, UserError
@@ -38,11 +39,13 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
           warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | dict | None = None,
           timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
           progress: bool = False, target_files: tuple[Path, ...] = (), config: Config | None = None,
-          runner_options: dict | None = None, device: str | None = None) -> dict:
+          runner_options: dict | None = None, device: str | None = None,
+          build_options: BuildOptions | None = None) -> dict:
     """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that.
     `sla_path` is an edge-pack.toml (its [sla] and [cost] tables apply); `config` an already loaded one.
     runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}. `device`
-    (e.g. ssh://pi@raspberrypi.local) runs the artifacts there, for runners that can."""
+    (e.g. ssh://pi@raspberrypi.local) runs the artifacts there, for runners that can. `build_options` are
+    the converters' (calibration, target options) when SOURCE is built first."""
     config = config or load_config(sla_path, tuple(target_files))
     options = dict(eval_path=eval_path, config=config, runs=runs, warmup=warmup, threads=threads,
                    seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress,
@@ -57,7 +60,8 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
     source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="edge-pack-bench-") as tmp:
         bundle = Path(tmp) / "bundle"
-        build(source, targets, precisions, bundle, progress=progress, target_files=config.target_files)
+        build(source, targets, precisions, bundle, progress=progress, target_files=config.target_files,
+              options=build_options)
         return bench_bundle(bundle, targets=targets, precisions=precisions, source=source, write=False, **options)
 
 

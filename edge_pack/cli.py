@@ -81,6 +81,67 @@ def _job(config_path: Path | None):
     return load_config(find_config(config_path))
 
 
+calibration_flag = click.option(
+    "--calibration", type=click.Path(path_type=Path),
+    help="Data to calibrate full-integer quantization (android int8): JSONL/CSV rows, a folder of images, or an "
+         ".npz of model inputs; 100+ samples. Default: calibration in edge-pack.toml.")
+
+
+def _option_names(stages: tuple[str, ...]) -> set[str]:
+    from .targets import builtin_targets, declared_options
+
+    return set(declared_options(builtin_targets().values(), stages))
+
+
+def _option_flags(stages: tuple[str, ...], when: str | None = None) -> list:
+    """A flag per option the built-in targets declare ([options.<name>] in targets/*.toml); a job's
+    [options] table sets them too (a target of your own: there only). Only flags given are passed on."""
+    from .targets import builtin_targets, declared_options
+
+    flags = []
+    for option in declared_options(builtin_targets().values(), stages).values():
+        default = "" if option.default in (None, False) else f" (default {option.default})"
+        text = f"{', '.join(option.targets)}: {option.help}{default}{f'; when {when}' if when else ''}."
+        if option.type == "bool":
+            flags.append(click.option(option.flag, option.name, is_flag=True, default=None, help=text))
+        else:
+            kind = click.Choice([str(c) for c in option.choices]) if option.choices else \
+                {"int": int, "float": float, "path": click.Path(), "str": str}[option.type]
+            flags.append(click.option(option.flag, option.name, type=kind, help=text))
+    return flags
+
+
+def _given(flags: dict) -> dict:
+    """The option flags given on the command line (not their defaults)."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    return {k: v for k, v in flags.items() if context.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+
+
+def _build_options(job, flags: dict, calibration: Path | None, timeout: float | None):
+    """What build, bench SOURCE and bench of a job hand the converters: the job's calibration and
+    [options], overridden by the flags given."""
+    from .contracts import BuildOptions
+
+    calibration = calibration or job.calibration
+    if calibration is not None and not calibration.exists():
+        raise UserError(f"calibration file {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
+                        "folder of images")
+    return BuildOptions(calibration=calibration, target_options=_stage_options(job, flags, "build"),
+                        **({"timeout_s": timeout} if timeout is not None else {}))
+
+
+def _stage_options(job, flags: dict, stage: str) -> dict:
+    """The job's [options] of one stage (build or bench), overridden by the flags given, typed and checked."""
+    from .targets import check_options, declared_options, load_targets
+
+    targets = load_targets(job.target_files).values()
+    declared = declared_options(targets, (stage,))
+    return {**{k: v for k, v in job.options.items() if k in declared},
+            **check_options(_given(flags), targets, (stage,))}
+
+
 @cli.command()
 @click.argument("source", required=False)
 @click.option("-t", "--target", "targets", multiple=True,
@@ -94,39 +155,22 @@ def _job(config_path: Path | None):
 @_with(job_flags)
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
-@click.option("--calibration", type=click.Path(path_type=Path),
-              help="Data to calibrate full-integer quantization (android int8): JSONL/CSV rows, a folder of "
-                   "images, or an .npz of model inputs; 100+ samples.")
-@click.option("--layout", type=click.Choice(["nhwc", "nchw"]), default="nhwc", show_default=True,
-              help="Image input layout of android models: channels-last (Android's) or PyTorch's.")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="pi: calibration text for an importance matrix that guides llama.cpp's quantizer.")
+@calibration_flag
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
-@click.option("--min-ios", type=click.Choice(["16", "17", "18"]), help="ios: the oldest iOS the packages must "
-              "run on (default 16); precisions that need a newer one are refused.")
-@click.option("--quantize-embeddings", is_flag=True, help="ios: compress embedding tables too, not only "
-              "linear/conv weights (smaller, less accurate at 4 bits).")
+@_with(_option_flags(("build",)))
 @_with(source_flags)
-def build(source, targets, precisions, out, config_path, timeout, calibration, layout, imatrix, as_json, min_ios,
-          quantize_embeddings, allow_pickle, trust_remote_code) -> int:
+def build(source, targets, precisions, out, config_path, timeout, calibration, as_json, allow_pickle,
+          trust_remote_code, **option_flags) -> int:
     """Build the artifacts of SOURCE: a Hugging Face folder, an .onnx file, a PyTorch entry point
     package.module:factory, or 'demo' for the built-in all-MiniLM-L6-v2. Without SOURCE, the job in
     ./edge-pack.toml (or --config FILE) is built."""
     from . import staging
-    from .pipeline import BuildOptions, build as run_build
+    from .pipeline import build as run_build
     from .terminal import build_table
 
     staging.HOLD_SIGNALS_AFTER_COMMIT = True  # once the bundle is in place, the exit code must say so
-    target_options = {"layout": layout, **({"min_ios": int(min_ios)} if min_ios else {})}
-    if quantize_embeddings:
-        target_options["quantize_embeddings"] = True
-    if imatrix:
-        target_options["imatrix"] = imatrix
     job = _job(config_path)
-    calibration = calibration or job.calibration
-    if calibration is not None and not calibration.exists():
-        raise UserError(f"calibration file {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
-                        "folder of images")
+    options = _build_options(job, option_flags, calibration, timeout)
     source = source or job.source
     if not source:
         raise UserError("give SOURCE (a model folder, .onnx file, package.module:factory or 'demo'), or set "
@@ -134,9 +178,7 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
     out = out or job.out or Path("dist")
     manifest = run_build(source, targets or job.targets or ("all",), list(precisions) or job.precisions, out,
                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                         target_files=job.target_files, progress=not as_json,
-                         options=BuildOptions(calibration=calibration, timeout_s=timeout,
-                                              target_options=target_options))
+                         target_files=job.target_files, progress=not as_json, options=options)
     if as_json:
         _emit_json(manifest)
     else:
@@ -166,11 +208,12 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, l
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
-@click.option("--compute-units", type=click.Choice(["all", "cpu", "cpu-gpu", "cpu-ne"]),
-              help="ios on macOS: the Core ML compute units to run on (default all).")
+@_with(_option_flags(("bench",)))
+@calibration_flag
+@_with(_option_flags(("build",), when="bench builds SOURCE"))
 @_with(source_flags)
 def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threads, seq_len, runtime, device,
-          timeout, as_json, compute_units, allow_pickle, trust_remote_code) -> int:
+          timeout, as_json, calibration, allow_pickle, trust_remote_code, **option_flags) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA, name the cheapest passing candidate per target, and write results.json, report.html,
     report.md and a release zip per target beside the bundle. Without PATH, the bundle at out in
@@ -182,13 +225,22 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
     from .terminal import verdict_table
 
     job = _job(config_path)
+    given = _given(option_flags)
+    run_flags = {k: v for k, v in given.items() if k in _option_names(("bench",))}
+    build_flags = {k: v for k, v in given.items() if k not in run_flags}
+    builds = not ((Path(path) if path else job.out or Path()) / MANIFEST).is_file()
+    if not builds and (build_flags or calibration):
+        given = ["--calibration"] * bool(calibration) + [f"--{k.replace('_', '-')}" for k in build_flags]
+        raise UserError(f"{', '.join(given)} apply when bench builds from a source; {path or job.out} is a bundle "
+                        "already (rebuild it with edge-pack build)")
+    options = _build_options(job, build_flags, calibration, None)
     if path is None:
         if job.out is None:
             raise UserError("give a bundle folder (or SOURCE with --target), or set out in edge-pack.toml")
         path = str(job.out)
-        if not (job.out / MANIFEST).is_file() and job.source:
+        if builds and job.source:
             run_build(job.source, targets or job.targets or ("all",), job.precisions, job.out,
-                      target_files=job.target_files, progress=not as_json)
+                      target_files=job.target_files, progress=not as_json, options=options)
     settings = job.bench
     results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
                         eval_path=eval_path or job.eval, runs=runs or settings.get("runs", 20),
@@ -196,7 +248,8 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
                         threads=threads or settings.get("threads"), seq_len=seq_len or settings.get("seq_len", 128),
                         runtime=runtime or job.runtimes or None, timeout_s=timeout, allow_pickle=allow_pickle,
                         trust_remote_code=trust_remote_code, progress=not as_json, config=job, device=device,
-                        runner_options={"compute_units": compute_units} if compute_units else None)
+                        runner_options=_stage_options(job, run_flags, "bench") or None,
+                        build_options=options)
     if as_json:
         _emit_json(results)
     else:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from .errors import UserError
 from .sla import SLA_KEYS, Sla
-from .targets import SWEEP, load_targets
+from .targets import SWEEP, declared_options, load_targets
 
 DEFAULT_FILE = "edge-pack.toml"
 BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1}  # integer settings and their minimum
 PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests")
 COST_KEYS = ("requests_per_month", *PRICE_KEYS, "currency")
-TOP_KEYS = ("source", "targets", "target_files", "precisions", "runtimes", "eval", "calibration", "out", "bench",
-            "sla", "cost")
+TOP_KEYS = ("source", "targets", "target_files", "precisions", "runtimes", "eval", "calibration", "out", "options",
+            "bench", "sla", "cost")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Config:
     eval: Path | None = None
     calibration: Path | None = None
     out: Path | None = None
+    options: dict = field(default_factory=dict)  # the targets' declared options ([options.<name>] in their TOMLs)
     bench: dict = field(default_factory=dict)
     runtimes: dict[str, str] = field(default_factory=dict)  # target -> the runner bench measures it with
     sla: Sla = field(default_factory=Sla)
@@ -139,6 +140,7 @@ class _Reader:
         for key in ("eval", "calibration", "out"):
             if key in data:
                 setattr(config, key, self.path_value(key, data[key]))
+        config.options = self.options(self.table("options", data.get("options", {})), targets)
         config.bench = self.bench(self.table("bench", data.get("bench", {})))
         for name, runtime in self.table("runtimes", data.get("runtimes", {})).items():
             if name not in known:
@@ -209,6 +211,20 @@ class _Reader:
                     self.fail(f"precisions.{name}", f"is not a target; targets are {', '.join(known)}")
             return {name: one(f"precisions.{name}", item) for name, item in value.items()}
         return one("precisions", value)
+
+    def options(self, table: dict, targets: dict) -> dict:
+        declared = declared_options(targets.values())
+        values = {}
+        for key, value in table.items():
+            if key not in declared:
+                self.fail(f"options.{key}", f"is not an option of the targets (options are {', '.join(declared)})")
+            if declared[key].type == "path" and isinstance(value, str) and value:
+                value = self.path_value(f"options.{key}", value)
+            try:
+                values[key] = declared[key].parse(value, f"options.{key}")
+            except UserError as exc:
+                self.fail(f"options.{key}", exc.message.removeprefix(f"options.{key} "))
+        return values
 
     def bench(self, table: dict) -> dict:
         values = {}

@@ -3,11 +3,11 @@ DIR with a manifest, or not written at all."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import __version__
+from .contracts import BuildOptions, Converter, converter_for
 from .errors import ConversionError, NotApplicable, RunnerError, UserError
 from .evalset import TEXT_TASKS, Preprocessor, make_evalset
 from .manifest import SCHEMA, file_entry, read_manifest, write_manifest
@@ -17,19 +17,10 @@ from .progress import steps
 from .quiet import captured
 from .source import SourceModel, input_specs, load_source
 from .staging import check_disk_full, locked, staged_folder
-from .targets import SWEEP, Target, add_target_files, get_target, library_versions, load_targets
+from .targets import SWEEP, Target, add_target_files, check_options, get_target, library_versions, load_targets
 from .watchdog import deadline
 
 VALIDATION_SAMPLES = 8
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What the user told the converters beyond source, targets and precisions."""
-    calibration: Path | None = None  # calibration data for full-integer quantization
-    # Target-specific settings (e.g. {"min_ios": 17}), set by CLI flags that belong to one target.
-    target_options: dict = field(default_factory=dict)
-    timeout_s: float | None = 3600.0  # bound on each export/conversion step and each validation run
 
 
 def resolve_targets(names: tuple[str, ...] | list[str]) -> list[Target]:
@@ -45,15 +36,17 @@ def check_toolchain(target: Target) -> None:
                         f"install it with: {target.install_hint}")
 
 
-def unfit(source: SourceModel, target: Target) -> str | None:
-    """Why the target cannot build this model (its tasks, or its converter's own word: the module-level
-    `unsupported(source)` a converter may offer), or None when it can."""
+def _converter(target: Target) -> type[Converter] | None:
     try:
-        module = importlib.import_module(f"edge_pack.converters.{target.converter}")
+        return converter_for(target)
     except ImportError:
-        module = None  # the toolchain check names what is missing
-    check = getattr(module, "unsupported", None)
-    reason = check(source) if check else None
+        return None  # the toolchain check names what is missing
+
+
+def unfit(source: SourceModel, target: Target) -> str | None:
+    """Why the target cannot build this model (its tasks, or its converter's own word), or None when it can."""
+    converter = _converter(target)
+    reason = converter.unsupported(source) if converter else None
     if reason is None and source.task not in target.tasks:
         reason = f"it takes {', '.join(target.tasks)} models, not {source.task}"
     return reason
@@ -64,9 +57,8 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str
     """The precisions to build per target, and the targets skipped. `precisions` may be one list for all
     targets, "sweep", or a dict per target. A target named on the command line that cannot build this
     model is an error naming the targets that can; one that came with 'all' is skipped with the reason. A
-    precision a target lacks is an error, not a silent skip. A converter module may also offer
-    check(source, target, precisions, options) to refuse bad settings (e.g. a precision the chosen OS
-    version cannot run) before any work starts."""
+    precision a target lacks is an error, not a silent skip. The converter's check() refuses bad settings
+    (e.g. a precision the chosen OS version cannot run) before any work starts."""
     chosen, skipped = {}, []
     for target in targets:
         reason = unfit(source, target)
@@ -80,10 +72,9 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str
         check_toolchain(target)
         wanted = precisions.get(target.name) if isinstance(precisions, dict) else precisions
         names = target.choose(wanted or None)
-        check = getattr(importlib.import_module(f"edge_pack.converters.{target.converter}"), "check", None)
         swept = SWEEP in ([wanted] if isinstance(wanted, str) else wanted or [])
-        if check is not None and not swept:  # a sweep takes what applies; the converter skips the rest
-            check(source, target, names, options or BuildOptions())
+        if not swept:  # a sweep takes what applies; the converter skips the rest
+            converter_for(target).check(source, target, names, options or BuildOptions())
         chosen[target.name] = names
     if not chosen:
         raise UserError(f"no target can build {source.name}: "
@@ -102,8 +93,14 @@ def build(source: str | SourceModel, targets: list[str] | tuple[str, ...] = ("we
         if isinstance(source, str):
             source = load_source(source, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         explicit = bool(targets) and "all" not in targets
-        return _build(source, resolve_targets(targets), precisions, out, progress, options or BuildOptions(),
-                      explicit)
+        return _build(source, resolve_targets(targets), precisions, out, progress, _checked(options), explicit)
+
+
+def _checked(options: BuildOptions | None) -> BuildOptions:
+    """The options with every target option typed and known (a typo is an error naming the valid ones)."""
+    options = options or BuildOptions()
+    values = check_options(options.target_options, load_targets().values(), ("build",), where=lambda o: o.name)
+    return replace(options, target_options=values)
 
 
 def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[str] | None, out: Path,
@@ -147,11 +144,10 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
     target_dir = work / target.name
     target_dir.mkdir()
     bar.step(f"{target.name}: exporting")
-    module = importlib.import_module(f"edge_pack.converters.{target.converter}")
     with step_usage() as export_usage, deadline(options.timeout_s, f"exporting {source.name} for {target.name}"):
-        converter = module.Converter(source, target, target_dir, options)
+        converter = converter_for(target)(source, target, target_dir, options)
         support = converter.support_files()
-    notes = list(getattr(converter, "notes", []))  # what the user should know (e.g. little calibration data)
+    notes = list(converter.notes)  # what the user should know (e.g. little calibration data)
     for note in notes:
         bar.note(f"[yellow]![/] {target.name}: {note}")
     artifacts, rejected = [], []
@@ -160,7 +156,8 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
         files = []
         try:
             with step_usage() as usage, deadline(options.timeout_s, f"building {target.name} {name}"):
-                files = converter.convert(name)
+                built = converter.convert(name)
+                files = built.files
             bar.step(f"{target.name}: validating {name}")
             check = validate(target.runtime, files, target.precision(name), source.task, validation.evalset,
                              validation.baseline, validation.kind, options.timeout_s)
@@ -174,13 +171,13 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
                              "status": "skipped" if skipped else "failed"})
             bar.note(f"{'[yellow]–[/] skipped' if skipped else '[red]✗[/] failed'} {target.name} {name}: {_reason(exc)}")
         else:
-            artifacts.append({**_artifact(target, name, files, work, converter.recipes.get(name, {}), check),
+            artifacts.append({**_artifact(target, name, files, work, built.recipe, check),
                               "build": usage})
         bar.advance()
     support += converter.finish()
     meta = {"description": target.description, "format": target.format, "runtime": target.runtime,
             "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support],
-            **getattr(converter, "meta", {}), **({"notes": notes} if notes else {})}
+            **converter.meta, **({"notes": notes} if notes else {})}
     return {"artifacts": artifacts, "rejected": rejected, "meta": meta}
 
 

@@ -3,15 +3,76 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
 from .resources import targets_dir
 
 SWEEP = "sweep"  # asked for instead of precision names: every precision the target offers
+OPTION_TYPES = ("str", "int", "float", "bool", "path")
+# build: the converter reads it (BuildOptions.target_options); bench: the runner (RunOptions.extra).
+OPTION_STAGES = ("build", "bench")
+_OPTION_KEYS = ("type", "default", "help", "choices", "stage")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting a target declares in its TOML ([options.<name>]): the flag --<name> of `build` and
+    `bench SOURCE` (bench-stage ones of `bench`), and the key <name> of a job's [options] table."""
+    name: str
+    type: str
+    help: str
+    default: object = None
+    choices: tuple = ()
+    stage: str = "build"
+    targets: tuple[str, ...] = ()  # the targets that declare it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, value, where: str | None = None):
+        """The value as this option's type (from a flag's text or a TOML value), or a UserError that
+        names the option (`where`, e.g. the flag or the job's key) and what it takes."""
+        where = where or self.flag
+        parsed = _typed(self.type, value)
+        if self.choices and parsed not in self.choices:
+            raise UserError(f"{where} must be one of {', '.join(map(str, self.choices))}, not {value!r}")
+        if parsed is None:
+            what = {"int": "a whole number", "float": "a finite number", "bool": "true or false",
+                    "path": "a file path", "str": "a non-empty string"}[self.type]
+            raise UserError(f"{where} takes {what}, not {value!r}")
+        if self.type == "path" and not parsed.is_file():
+            raise UserError(f"{where} names {parsed}, which is not a file; give an existing file")
+        return parsed
+
+
+def _typed(kind: str, value):
+    """`value` (text from a flag, or a TOML value) as `kind`, or None when it is not one."""
+    if isinstance(value, str) and kind != "str":
+        value = value.strip()
+        if kind == "bool":
+            return {"true": True, "false": False}.get(value.lower())
+        if kind in ("int", "float"):
+            try:
+                value = float(value) if kind == "float" else int(value)
+            except ValueError:
+                return None
+    if kind == "bool":
+        return value if isinstance(value, bool) else None
+    if kind == "path":
+        return Path(value).expanduser() if isinstance(value, (str, Path)) and str(value) else None
+    if kind == "str":
+        return value if isinstance(value, str) and value else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    if kind == "int":
+        return int(value) if float(value).is_integer() else None
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -22,7 +83,7 @@ class Precision:
     min_cosine: float  # build-time validation floor against the fp32 source
     max_abs: float | None = None
     # Any other keys of the precision's table: how the target's converter makes it (e.g. a compression
-    # recipe, the oldest OS that runs it); only that converter reads them.
+    # recipe, the oldest OS that runs it); only that converter reads them, and it declares which it reads.
     settings: dict = field(default_factory=dict)
 
 
@@ -41,6 +102,8 @@ class Target:
     tasks: tuple[str, ...]
     precisions: dict[str, Precision]
     device: dict = field(default_factory=dict)
+    options: dict[str, Option] = field(default_factory=dict)
+    file: Path | None = None  # the TOML it was read from, for errors that name it
 
     def precision(self, name: str) -> Precision:
         try:
@@ -58,6 +121,11 @@ class Target:
         for name in [requested] if isinstance(requested, str) else requested:
             names += list(self.precisions) if name == SWEEP else [self.precision(name).name]
         return list(dict.fromkeys(names))
+
+    def option(self, name: str, values: dict):
+        """The value of one of this target's declared options in `values` (BuildOptions.target_options or
+        RunOptions.extra), else its declared default."""
+        return values[name] if values.get(name) is not None else self.options[name].default
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.requires if not _importable(m)]
@@ -92,10 +160,56 @@ def _parse(path: Path) -> Target:
             runtimes=tuple(data.get("runtimes", [data["runtime"]])), requires=tuple(data.get("requires", [])),
             install_hint=data.get("install_hint", ""), threads=int(data.get("threads", 1)),
             default_precisions=defaults, tasks=tuple(data.get("tasks", [])), precisions=precisions,
-            device=data.get("device", {}),
+            device=data.get("device", {}), file=path, options=_options(path, data["name"], data.get("options", {})),
         )
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"target file {path} is invalid ({exc}); compare it with targets/web.toml") from None
+
+
+def _options(path: Path, target: str, tables: dict) -> dict[str, Option]:
+    options = {}
+    for name, table in tables.items():
+        unknown = [k for k in table if k not in _OPTION_KEYS]
+        if unknown or table.get("type") not in OPTION_TYPES or table.get("stage", "build") not in OPTION_STAGES \
+                or not table.get("help"):
+            raise UserError(f"target file {path}: [options.{name}] needs type ({', '.join(OPTION_TYPES)}) and help, "
+                            f"and may give default, choices and stage ({', '.join(OPTION_STAGES)})"
+                            + (f"; {', '.join(unknown)} is not one of them" if unknown else ""))
+        option = Option(name=name, type=table["type"], help=table["help"], choices=tuple(table.get("choices", ())),
+                        stage=table.get("stage", "build"), targets=(target,))
+        if "default" in table:
+            option = replace(option, default=option.parse(table["default"], f"{path}: [options.{name}] default"))
+        options[name] = option
+    return options
+
+
+def declared_options(targets, stages: tuple[str, ...] = OPTION_STAGES) -> dict[str, Option]:
+    """The options the targets declare, by name; targets that declare one name must agree on its type."""
+    found: dict[str, Option] = {}
+    for target in targets:
+        for name, option in target.options.items():
+            if option.stage not in stages:
+                continue
+            if name in found:
+                if (found[name].type, found[name].stage) != (option.type, option.stage):
+                    raise UserError(f"targets {', '.join(found[name].targets)} and {target.name} declare option "
+                                    f"{name} differently ({target.file}); give it one type")
+                option = replace(option, targets=found[name].targets + (target.name,))
+            found[name] = option
+    return found
+
+
+def check_options(values: dict, targets, stages: tuple[str, ...] = OPTION_STAGES, where=lambda o: o.flag) -> dict:
+    """`values` typed and checked against the options the targets declare; an unknown name is an error
+    naming the valid ones."""
+    declared = declared_options(targets, stages)
+    checked = {}
+    for name, value in values.items():
+        if name not in declared:
+            valid = ", ".join(declared) or "none"
+            raise UserError(f"unknown option {name!r}; the targets' options are: {valid} (see `edge-pack build --help`)")
+        checked[name] = declared[name].parse(value, where(declared[name]))
+    return checked
 
 
 # A user's own target files (--target-file, or EDGE_PACK_TARGET_FILES separated by os.pathsep).
@@ -109,6 +223,11 @@ def add_target_files(paths) -> None:
 def _user_files() -> list[Path]:
     from_env = [Path(p) for p in os.environ.get("EDGE_PACK_TARGET_FILES", "").split(os.pathsep) if p]
     return from_env + _USER_FILES
+
+
+def builtin_targets() -> dict[str, Target]:
+    """The targets that ship with edge-pack (targets/*.toml), without the user's own."""
+    return {t.name: t for t in map(_parse, sorted(targets_dir().glob("*.toml")))}
 
 
 def load_targets(extra: tuple[Path, ...] = ()) -> dict[str, Target]:

@@ -69,9 +69,11 @@ def converted(tmp_path_factory, topic_classifier, digits_cnn_dir):
         source = load_source(spec)
         out = tmp_path_factory.mktemp("ios")
         converter = Converter(source, get_target("ios"), out, BuildOptions(target_options={"min_ios": 18}))
-        packages = {p: _package(converter.convert(p)) for p in PRECISIONS}
+        made = {p: converter.convert(p) for p in PRECISIONS}
+        packages = {p: _package(m.files) for p, m in made.items()}
+        recipes = {p: m.recipe for p, m in made.items()}
         inputs, reference = _reference(source)
-        built[source.name if source.kind != "torch" else spec] = (converter, packages, inputs, reference)
+        built[source.name if source.kind != "torch" else spec] = (recipes, packages, inputs, reference)
     return built
 
 
@@ -88,7 +90,7 @@ def _reference(source):
 
 
 def test_every_precision_is_an_ml_program_with_the_weights_it_is_named_for(converted):
-    for name, (converter, packages, _, _) in converted.items():
+    for name, (recipes, packages, _, _) in converted.items():
         for precision, package in packages.items():
             spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
             assert spec.WhichOneof("Type") == "mlProgram", (name, precision)
@@ -98,7 +100,7 @@ def test_every_precision_is_an_ml_program_with_the_weights_it_is_named_for(conve
                 assert set(found) == {STORAGE[precision]}, (name, precision, found)
             else:
                 assert not found, (name, precision, found)
-            storage = converter.recipes[precision]["weights"]
+            storage = recipes[precision]["weights"]
             floats = {k: v for k, v in storage.items() if k.startswith("fp")}
             assert sum(storage.values()) - sum(floats.values()) > 0 if precision in STORAGE else storage == floats
 
@@ -130,8 +132,8 @@ def test_compressed_packages_stay_close_to_torch(converted):
 
 
 def test_text_inputs_keep_a_flexible_sequence_length(converted):
-    converter, packages, inputs, _ = converted[next(k for k in converted if k.startswith("topic-classifier-"))]
-    recipe = converter.recipes["int8"]
+    recipes, packages, inputs, _ = converted[next(k for k in converted if k.startswith("topic-classifier-"))]
+    recipe = recipes["int8"]
     assert [i["name"] for i in recipe["inputs"]] == ["input_ids", "token_type_ids", "attention_mask"]
     assert all(i["dtype"] == "int32" and i["flexible"] == {"1": [1, 64]} for i in recipe["inputs"])
     emulator = Emulator(packages["fp32"])

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import contracts
 from ..cache import cached
+from ..contracts import BuildOptions, Built, makes
 from ..errors import ConversionError, NotApplicable, UserError
 from ..evalset import TEXT_TASKS, Preprocessor, make_evalset
 from ..quiet import captured
@@ -32,24 +34,18 @@ IO_FILE = "model_io.json"
 SEQ_LEN = 128  # tokens a text model takes (capped at what the model itself takes)
 MIN_CALIBRATION = 100
 INT4_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")  # ops with 4-bit weight kernels in LiteRT
-LAYOUTS = ("nhwc", "nchw")
 CALIBRATION_HINT = ("pass --calibration FILE (JSONL/CSV rows, a folder of images, or an .npz of model inputs; "
                     f"{MIN_CALIBRATION}+ samples)")
 
 
-class Converter:
-    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
-        settings = dict(getattr(options, "target_options", None) or {})
-        self.layout = str(settings.get("layout", "nhwc")).lower()
-        if self.layout not in LAYOUTS:
-            raise UserError(f"--layout {self.layout} is not one of {', '.join(LAYOUTS)}")
+class Converter(contracts.Converter):
+    def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
+        self.layout = target.option("layout", options.target_options)
         self.given, self.source = source, _torch_source(source)
-        self.target, self.dir = target, target_dir
-        self.seq_len = int(settings.get("seq_len", SEQ_LEN))
-        self.recipes: dict[str, dict] = {}
-        self.notes: list[str] = []  # shown during the build and kept in the manifest
+        self.seq_len = SEQ_LEN
         self.io: dict[str, dict] = {}
-        calibration = getattr(options, "calibration", None)
+        calibration = options.calibration
         samples = self._read_calibration(calibration) if calibration else None  # bad data: stop before work
         folder = fp32_tflite(self.source, self.layout, self.seq_len)
         self.fp32 = folder / FP32
@@ -74,18 +70,16 @@ class Converter:
             written += [] if path in written else [path]
         return written
 
-    def convert(self, precision: str) -> list[Path]:
+    def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file
         out.parent.mkdir(parents=True, exist_ok=True)
         with captured():
-            recipe = getattr(self, "_" + precision.replace("-", "_"))(out)
+            recipe = self.maker(precision)(out)
             io = describe_io(out, self.signature)
             runtime = runtime_versions(out)
         self.io[out.name] = io
         self._write_io()
-        self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe, "io": io,
-                                   "runtime": runtime}
-        return [out]
+        return Built([out], {"file": out.relative_to(self.dir).as_posix(), **recipe, "io": io, "runtime": runtime})
 
     def finish(self) -> list[Path]:
         """model_io.json for the files that passed validation (a rejected file was removed)."""
@@ -94,10 +88,12 @@ class Converter:
 
     # -------------------------------------------------------------------------------------- precisions
 
+    @makes("fp32")
     def _fp32(self, out: Path) -> dict:
         shutil.copy2(self.fp32, out)
         return {"method": "litert_torch.convert", "weights": "float32", "activations": "float32"}
 
+    @makes("fp16")
     def _fp16(self, out: Path) -> dict:
         from ai_edge_quantizer import qtyping
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -109,6 +105,7 @@ class Converter:
         return {"method": "ai_edge_quantizer weight-only float casting", "weights": "float16",
                 "activations": "float32 (weights are cast up at load)"}
 
+    @makes("dynamic-int8")
     def _dynamic_int8(self, out: Path) -> dict:
         from ai_edge_quantizer import recipe
 
@@ -116,6 +113,7 @@ class Converter:
         return {"method": "ai_edge_quantizer recipe dynamic_wi8_afp32", "weights": "int8 per channel",
                 "activations": "float32 in the file, quantized to int8 on the fly by the runtime (dynamic range)"}
 
+    @makes("int4")
     def _int4(self, out: Path) -> dict:
         from ai_edge_quantizer import qtyping
 
@@ -132,6 +130,7 @@ class Converter:
                 f"{', '.join(INT4_OPS)}; int8 per channel elsewhere",
                 "activations": "float32 in the file, quantized on the fly by the runtime (dynamic range)"}
 
+    @makes("int8")
     def _int8(self, out: Path) -> dict:
         from ai_edge_quantizer import qtyping, recipe
 

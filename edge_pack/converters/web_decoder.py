@@ -23,7 +23,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .. import contracts
 from ..cache import cached
+from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, UserError
 from ..quiet import captured
 from ..source import SUPPORT_FILES, SourceModel
@@ -60,11 +62,11 @@ def _export(source: SourceModel, work: Path) -> None:
         raise ConversionError(f"the exporter wrote no {MODEL}")
 
 
-class DecoderConverter:
+class DecoderConverter(contracts.Converter):
     """The web converter's half for text-generation sources (web.Converter hands them here)."""
 
-    def __init__(self, source: SourceModel, target: Target, target_dir: Path, options=None):
-        self.source, self.target, self.dir = source, target, target_dir
+    def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
         self.export_dir = decoder_onnx(source)
         self.fp32 = self.export_dir / MODEL
         self.recipes: dict[str, dict] = {}
@@ -80,7 +82,7 @@ class DecoderConverter:
                 written.append(self.dir / name)
         return written
 
-    def convert(self, precision: str) -> list[Path]:
+    def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file
         out.parent.mkdir(parents=True, exist_ok=True)
         if precision not in ("fp32", "fp16", *BITS):
@@ -98,7 +100,7 @@ class DecoderConverter:
                 _save(model, out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
-        return [out, data] if data.is_file() else [out]
+        return Built([out, data] if data.is_file() else [out], self.recipes[precision])
 
     def finish(self) -> list[Path]:
         import json

@@ -1,5 +1,5 @@
 """Core ML itself (harness/ios/run.py, MLModel.predict) on macOS, with the compute units chosen by
-RunOptions.extra["compute_units"] (all, cpu, cpu-gpu, cpu-ne). Core ML exists only on Apple systems:
+RunOptions.extra["compute_units"] (declared in targets/ios.toml: all, cpu, cpu-gpu, cpu-ne). Core ML exists only on Apple systems:
 elsewhere the package runs in the emulator, and the results name the emulator as their runtime."""
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from pathlib import Path
 
 from . import RunOptions, RunResult, coreml_emulator
 from .local import run_harness
-
-NAME = "Core ML"
-COMPUTE_UNITS = ("all", "cpu", "cpu-gpu", "cpu-ne")
 
 
 def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:

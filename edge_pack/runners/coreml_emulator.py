@@ -8,8 +8,6 @@ from pathlib import Path
 from . import RunOptions, RunResult
 from .local import run_harness
 
-NAME = "Core ML emulator (MIL in torch)"
-
 
 def package_root(files: list[Path]) -> Path:
     """The .mlpackage folder an artifact's files belong to."""

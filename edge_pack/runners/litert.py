@@ -7,7 +7,6 @@ from pathlib import Path
 from . import RunOptions, RunResult
 from .local import run_harness
 
-NAME = "LiteRT (ai-edge-litert)"
 IO_FILE = "model_io.json"  # written by the android converter beside the .tflite files
 
 

@@ -10,7 +10,6 @@ from . import RunOptions, RunResult
 from . import ssh
 from .local import run_harness
 
-NAME = "llama.cpp (llama-cpp-python)"
 SCRIPT = "pi/run.py"
 DEVICE_MODULES = ("llama_cpp", "numpy")  # what the device's Python needs
 GEN_TOKENS = 64  # tokens generated one by one to measure generation speed (llama-bench's tg)

@@ -6,8 +6,6 @@ from pathlib import Path
 from . import RunOptions, RunResult
 from . import transformers_js
 
-NAME = "Transformers.js (Node)"
-
 
 def missing() -> list[str]:
     return transformers_js.missing(browser=False)

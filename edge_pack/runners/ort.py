@@ -6,8 +6,6 @@ from pathlib import Path
 from . import RunOptions, RunResult
 from .local import run_harness
 
-NAME = "onnxruntime (Python)"
-
 
 def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
     # extra: a decoder's generation asks ("asks"), answered through its KV cache (harness/ort/decoder.py).
