@@ -40,19 +40,22 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
           timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
           progress: bool = False, target_files: tuple[Path, ...] = (), config: Config | None = None,
           runner_options: dict | None = None, device: str | None = None,
-          build_options: BuildOptions | None = None) -> dict:
+          build_options: BuildOptions | None = None, source: str | None = None) -> dict:
     """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that.
     `sla_path` is an edge-pack.toml (its [sla] and [cost] tables apply); `config` an already loaded one.
     runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}. `device`
     (e.g. ssh://pi@raspberrypi.local) runs the artifacts there, for runners that can. `build_options` are
-    the converters' (calibration, target options) when SOURCE is built first."""
+    the converters' (calibration, target options) when SOURCE is built first. `source` names the fp32 source
+    of a bundle (an entry point or a path) when the manifest's cannot be used: an entry point is never
+    re-imported from a manifest, since that would run code a bundle names."""
     config = config or load_config(sla_path, tuple(target_files))
     options = dict(eval_path=eval_path, config=config, runs=runs, warmup=warmup, threads=threads,
                    seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress,
                    runner_options={**(runner_options or {}), **({"device": device} if device else {})})
     if (Path(path) / MANIFEST).is_file():
         with locked(Path(path)):  # a build swapping this folder meanwhile would mix two bundles' numbers
-            return bench_bundle(Path(path), targets=targets, precisions=precisions, **options)
+            given = _given_source(source, Path(path), allow_pickle, trust_remote_code) if source else None
+            return bench_bundle(Path(path), targets=targets, precisions=precisions, source=given, **options)
     if not targets:
         raise UserError(f"{path} is not a bundle (no {MANIFEST}); to build and measure a source, add --target")
     for name in [runtime] if isinstance(runtime, str) else (runtime or {}).values():
@@ -63,6 +66,15 @@ def bench(path: str | Path, *, targets: list[str] | None = None, precisions: lis
         build(source, targets, precisions, bundle, progress=progress, target_files=config.target_files,
               options=build_options)
         return bench_bundle(bundle, targets=targets, precisions=precisions, source=source, write=False, **options)
+
+
+def _given_source(spec: str, bundle: Path, allow_pickle: bool, trust_remote_code: bool) -> SourceModel:
+    """The source named with --source, if it is the one the bundle was built from."""
+    source = load_source(spec, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    if source.sha256 != read_manifest(bundle)["source"].get("sha256"):
+        raise UserError(f"--source {spec} is not the source {bundle} was built from (its content differs from the "
+                        "manifest's); name that source, or rebuild the bundle from this one")
+    return source
 
 
 def _baseline_source(manifest: dict) -> SourceModel | None:
@@ -191,8 +203,8 @@ def _check_ready(runtime: str) -> None:
 
 def _why_no_source(manifest: dict) -> str:
     if manifest["source"].get("kind") == "torch":
-        return "a PyTorch entry point is not re-imported from a manifest; bench the source with --target"
-    return "the source is not where the manifest says, or it changed"
+        return "a PyTorch entry point is not re-imported from a manifest"
+    return "the fp32 source is not where the manifest says, or it changed"
 
 
 def _label_names(folder: Path | None, task: str) -> list[str] | None:
@@ -213,8 +225,8 @@ def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source:
         return vectors, kind, f"fp32 source ({engine})"
     fp32 = next((a for a in artifacts if a["bits"] >= 32), None)  # "fp32", "f32": named as its format does
     if fp32 is None:
-        raise UserError("the fp32 source is not where the manifest says and the bundle has no fp32 artifact; "
-                        "put the source back or rebuild with the fp32 precision")
+        raise UserError(f"{why_not_source}, and the bundle has no fp32 artifact to stand in; name the source with "
+                        "--source ENTRY_OR_PATH, or rebuild with the fp32 precision")
     result, vectors = run_artifact(runtime, [bundle / f["path"] for f in fp32["files"]], task, evalset,
                                    RunOptions(warmup=0, runs=0))
     return vectors, metrics.output_kind(task, result.outputs[0]), f"fp32 artifact on {result.runtime} ({why_not_source})"

@@ -208,12 +208,15 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, a
 @click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
+@click.option("--source", "source_spec", metavar="ENTRY_OR_PATH",
+              help="The fp32 source of the bundle (package.module:factory, or a model folder or .onnx) when the "
+                   "manifest's cannot be used: an entry point is never re-imported from a manifest.")
 @_with(_option_flags(("bench",)))
 @calibration_flag
 @_with(_option_flags(("build",), when="bench builds SOURCE"))
 @_with(source_flags)
 def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threads, seq_len, runtime, device,
-          timeout, as_json, calibration, allow_pickle, trust_remote_code, **option_flags) -> int:
+          timeout, as_json, source_spec, calibration, allow_pickle, trust_remote_code, **option_flags) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA, name the cheapest passing candidate per target, and write results.json, report.html,
     report.md and a release zip per target beside the bundle. Without PATH, the bundle at out in
@@ -230,10 +233,13 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
     build_flags = {k: v for k, v in given.items() if k not in run_flags}
     builds = not ((Path(path) if path else job.out or Path()) / MANIFEST).is_file()
     if not builds and (build_flags or calibration):
-        given = ["--calibration"] * bool(calibration) + [f"--{k.replace('_', '-')}" for k in build_flags]
-        raise UserError(f"{', '.join(given)} apply when bench builds from a source; {path or job.out} is a bundle "
+        named = ["--calibration"] * bool(calibration) + [f"--{k.replace('_', '-')}" for k in build_flags]
+        raise UserError(f"{', '.join(named)} apply when bench builds from a source; {path or job.out} is a bundle "
                         "already (rebuild it with edge-pack build)")
-    options = _build_options(job, build_flags, calibration, None)
+    if builds and source_spec:
+        raise UserError(f"--source names the fp32 source of a bundle; {path or job.out} is not a bundle (bench a "
+                        "source directly: edge-pack bench SOURCE --target T)")
+    options = _build_options(job, build_flags, calibration, None) if builds else None
     if path is None:
         if job.out is None:
             raise UserError("give a bundle folder (or SOURCE with --target), or set out in edge-pack.toml")
@@ -241,6 +247,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
         if builds and job.source:
             run_build(job.source, targets or job.targets or ("all",), job.precisions, job.out,
                       target_files=job.target_files, progress=not as_json, options=options)
+            source_spec = source_spec or job.source  # the job's own source, just built from: its fp32 reference
     settings = job.bench
     results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
                         eval_path=eval_path or job.eval, runs=runs or settings.get("runs", 20),
@@ -249,7 +256,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
                         runtime=runtime or job.runtimes or None, timeout_s=timeout, allow_pickle=allow_pickle,
                         trust_remote_code=trust_remote_code, progress=not as_json, config=job, device=device,
                         runner_options=_stage_options(job, run_flags, "bench") or None,
-                        build_options=options)
+                        build_options=options, source=source_spec)
     if as_json:
         _emit_json(results)
     else:

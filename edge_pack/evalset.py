@@ -88,10 +88,13 @@ def _tokenizer(folder: Path | None):
         raise UserError(f"no tokenizer files beside the model{f' in {folder}' if folder else ''}; "
                         "add tokenizer.json (or give an .npz of ready inputs with --eval)")
     try:
-        return AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the tokenizer in {folder} ({str(exc).splitlines()[0]}); restore its "
+        raise UserError(f"cannot load the tokenizer in {folder} ({str(exc).splitlines()[0][:200]}); restore its "
                         "tokenizer files") from None
+    if not hasattr(tokenizer, "model_max_length"):  # transformers answers some broken folders with False
+        raise UserError(f"cannot load the tokenizer in {folder}; restore its tokenizer files")
+    return tokenizer
 
 
 def _image_processor(folder: Path | None):

@@ -16,11 +16,12 @@ from .memory import step_usage
 from .progress import steps
 from .quiet import captured
 from .source import SourceModel, input_specs, load_source
-from .staging import check_disk_full, locked, staged_folder
+from .staging import check_disk_full, locked, staged_folder, temporaries_in
 from .targets import SWEEP, Target, add_target_files, check_options, get_target, library_versions, load_targets
 from .watchdog import deadline
 
 VALIDATION_SAMPLES = 8
+TEMPORARIES = ".tmp"  # the build's temporary files, inside the staged bundle and removed before it is committed
 
 
 def resolve_targets(names: tuple[str, ...] | list[str]) -> list[Target]:
@@ -113,7 +114,7 @@ def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[s
     pre = Preprocessor(source.task, source.support_dir, input_specs(source))
     checks = make_evalset(pre, None, seq_len=128, label_names=None, embedder=False).head(VALIDATION_SAMPLES)
 
-    with staged_folder(out, keep=tuple(kept)) as work, steps(progress) as bar:
+    with staged_folder(out, keep=tuple(kept)) as work, temporaries_in(work / TEMPORARIES), steps(progress) as bar:
         bar.start("preparing the fp32 reference", total=sum(map(len, chosen.values())) + 1)
         with captured():
             baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)

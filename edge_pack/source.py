@@ -116,6 +116,31 @@ def _demo_source() -> SourceModel:
     return source
 
 
+def check_support_files(folder: Path) -> None:
+    """The config and tokenizer files beside a model are what their names say (JSON, a SentencePiece
+    model): a corrupt one is the user's to restore, named here before any tool trips over it."""
+    for name in SUPPORT_FILES:
+        path = folder / name
+        if path.suffix == ".json" and path.is_file():
+            _read_json(path)
+    model = folder / "tokenizer.model"
+    if model.is_file():
+        try:
+            import sentencepiece
+        except ImportError:  # transformers cannot read it either; it says so when it needs the file
+            return
+        try:
+            sentencepiece.SentencePieceProcessor(model_file=str(model))
+        except (RuntimeError, OSError) as exc:
+            raise UserError(f"{model} is not a SentencePiece model ({_first_line(exc)}); restore the file from "
+                            "the model's origin") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -159,6 +184,7 @@ def _load_hf(folder: Path, spec: str, allow_pickle: bool, trust_remote_code: boo
         raise UserError(f"{folder} has no config.json; give a Hugging Face model folder, an .onnx file "
                         "or a PyTorch entry point package.module:factory")
     config = _read_json(config_path)
+    check_support_files(folder)
     if "auto_map" in config and not trust_remote_code:
         raise UserError(f"{folder} ships its own model code (auto_map in config.json), which would run on "
                         "load; read it, then pass --trust-remote-code if you trust it")
@@ -204,6 +230,8 @@ def _load_onnx(path: Path, spec: str) -> SourceModel:
     # (optimum's output) or one level up (the onnx/ folder of a Transformers.js repository).
     support_dir = next((d for d in (folder, folder.parent) if (d / "config.json").is_file()), None)
     config = _read_json(support_dir / "config.json") if support_dir else {}
+    if support_dir:
+        check_support_files(support_dir)
     names = {i.name for i in model.graph.input}
     task = "generic"
     if config:

@@ -118,6 +118,25 @@ def staged_folder(out: Path, keep: tuple[str, ...] = ()):
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextmanager
+def temporaries_in(folder: Path):
+    """Make `folder` the temporary directory of this process (tempfile) and of the tools it starts (TMPDIR)
+    for the block, and remove it afterwards: what a build's tools leave behind (e.g. coremltools' tmp*.mlpackage
+    copies) goes with the build instead of piling up in the system's temp folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

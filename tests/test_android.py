@@ -309,3 +309,39 @@ def test_onnx_source_without_its_pytorch_model_says_what_android_accepts(tmp_pat
     assert edge_pack("build", "digits_cnn:factory", "-t", "web", "-p", "fp32", "-o", built, cwd=digits_cnn_dir).code == 0
     run = edge_pack("build", built / "web/onnx/model.onnx", "-t", "android", "-p", "fp32", "-o", tmp_path / "b")
     assert_one_line_error(run, 2, "Hugging Face folder", "package.module:factory")
+
+
+def test_bench_of_a_source_or_a_job_calibrates_int8(tmp_path, digits_cnn_dir, digits_data):
+    """bench builds with the same options as build: --calibration for SOURCE, the job's calibration for a job."""
+    eval_npz, calibration = digits_data
+    run = edge_pack("bench", "digits_cnn:factory", "-t", "android", "-p", "int8", "--calibration", calibration,
+                    "--eval", eval_npz, "--runs", "1", "--warmup", "0", "--json", cwd=digits_cnn_dir)
+    assert run.code in (0, 1), run.stderr
+    (row,) = run.json()["rows"]
+    assert row["precision"] == "int8" and not row["error"], row
+    job = tmp_path / "edge-pack.toml"
+    job.write_text(f'source = "digits_cnn:factory"\ntargets = ["android"]\nprecisions = ["int8"]\n'
+                   f'calibration = "{calibration}"\neval = "{eval_npz}"\nout = "bundle"\n[bench]\nruns = 1\nwarmup = 0\n')
+    run = edge_pack("bench", "-c", job, "--json", cwd=digits_cnn_dir)
+    assert run.code in (0, 1), run.stderr
+    (row,) = run.json()["rows"]
+    assert row["precision"] == "int8" and not row["error"], row
+
+
+def test_a_bundle_of_an_entry_point_without_fp32_is_benched_with_source(tmp_path, digits_cnn_dir, digits_data,
+                                                                        topic_classifier):
+    eval_npz, calibration = digits_data
+    bundle = tmp_path / "bundle"
+    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "dynamic-int8", "-o", bundle,
+                    cwd=digits_cnn_dir)
+    assert run.code == 0, run.stderr
+    run = edge_pack("bench", bundle, "--eval", eval_npz, "--runs", "1", cwd=digits_cnn_dir)
+    assert_one_line_error(run, 2, "PyTorch entry point", "--source ENTRY_OR_PATH")
+    run = edge_pack("bench", bundle, "--source", "digits_cnn:factory", "--eval", eval_npz, "--runs", "1",
+                    "--warmup", "0", "--json", cwd=digits_cnn_dir)
+    assert run.code in (0, 1), run.stderr
+    (row,) = run.json()["rows"]
+    assert not row["error"] and "fp32 source (PyTorch)" in json.dumps(run.json()), row
+    run = edge_pack("bench", bundle, "--source", topic_classifier, "--runs", "1", cwd=digits_cnn_dir)
+    assert_one_line_error(run, 2, f"--source {topic_classifier} is not the source")
+

@@ -121,6 +121,17 @@ def test_broken_config_json(tmp_path, existing_out, topic_classifier):
     _build_fails(folder, existing_out, "config.json is not valid JSON")
 
 
+@pytest.mark.parametrize("name, content, words", [
+    ("tokenizer.model", b"not a sentencepiece model", ["tokenizer.model", "is not a SentencePiece model"]),
+    ("tokenizer.json", b"{ truncated", ["tokenizer.json", "is not valid JSON"]),
+])
+def test_corrupt_tokenizer_file_is_named(tmp_path, existing_out, tiny_llama, name, content, words):
+    source = tmp_path / "model"
+    shutil.copytree(tiny_llama, source)
+    (source / name).write_bytes(content)
+    _build_fails(source, existing_out, str(source / name), *words)
+
+
 def test_unwritable_output_folder(tmp_path, topic_classifier):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")

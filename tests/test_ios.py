@@ -226,3 +226,16 @@ def test_the_emulator_refuses_shapes_the_package_does_not_take(converted):
     too_long = {k: np.ones((1, 65), dtype=np.int32) for k in ("input_ids", "token_type_ids", "attention_mask")}
     with pytest.raises(ValueError, match=r"input input_ids has shape \(1, 65\); the package takes 1..1 × 1..64"):
         emulator.predict(too_long)
+
+
+def test_a_build_leaves_nothing_in_the_system_temp_folder(tmp_path, topic_classifier):
+    """coremltools saves every converted program as a tmp*.mlpackage; the build's temporaries live in the
+    staged bundle and go with it."""
+    system_tmp = tmp_path / "tmp"
+    system_tmp.mkdir()
+    run = edge_pack("build", topic_classifier, "-t", "ios", "-p", "int8", "-o", tmp_path / "out",
+                    env={"TMPDIR": str(system_tmp)})
+    assert run.code == 0, run.stderr
+    assert sorted(p.name for p in system_tmp.iterdir()) == []
+    assert not (tmp_path / "out" / ".tmp").exists()
+    assert edge_pack("verify", tmp_path / "out").code == 0  # nothing unlisted left in the bundle
