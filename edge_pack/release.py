@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from . import __version__
 from .errors import UserError
+from .files import link_or_copy, safe_stem
 from .manifest import MANIFEST, RESULTS, SCHEMA, file_entry, listed_files, read_manifest, write_manifest
 from .staging import locked, staged_folder, umask, write_atomic
 
@@ -25,8 +26,7 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same files give the same zip
 
 
 def release_name(manifest: dict, target: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", manifest["source"].get("name") or "model").strip("-.") or "model"
-    return f"{stem}-{target}.zip"
+    return f"{safe_stem(manifest['source'].get('name') or 'model')}-{target}.zip"
 
 
 def safe_member(name: str, where: str) -> str:
@@ -164,7 +164,7 @@ def merge(inputs: list[Path], out: Path) -> dict:
                     destination = work / entry["path"]
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     from_zip = folder != given and entry["path"] == given.name
-                    _link_or_copy(given if from_zip else folder / entry["path"], destination)
+                    link_or_copy(given if from_zip else folder / entry["path"], destination)
             write_manifest(work, manifest)
             if results is not None:
                 write_atomic(work / RESULTS, json.dumps(results, indent=2) + "\n")
@@ -240,10 +240,3 @@ def _merged_results(parts, manifest: dict, out: Path) -> dict | None:
             "targets": targets, "rows": rows, "unmeasured": unmeasured,
             "releases": {name: entry["path"] for name, entry in manifest["releases"].items()},
             "passed": all(t["passed"] for t in targets.values()) and not unmeasured}
-
-
-def _link_or_copy(source: Path, destination: Path) -> None:
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)

@@ -30,6 +30,16 @@ SUPPORT_FILES = (
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
+def support_files_in(folder: Path | None) -> list[Path]:
+    """The config, tokenizer and preprocessor files in `folder` (none when there is no folder)."""
+    return [folder / n for n in SUPPORT_FILES if (folder / n).is_file()] if folder else []
+
+
+def primary_output(task: str) -> str:
+    """The name of a Hugging Face model's output that is compared and shipped."""
+    return "last_hidden_state" if task == "feature-extraction" else "logits"
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -53,9 +63,7 @@ class SourceModel:
 
     @property
     def support_files(self) -> list[Path]:
-        if self.support_dir is None:
-            return []
-        return [self.support_dir / n for n in SUPPORT_FILES if (self.support_dir / n).is_file()]
+        return support_files_in(self.support_dir)
 
     @property
     def labels(self) -> list[str] | None:
@@ -363,7 +371,7 @@ def _hf_reference(source: SourceModel):
     import torch
 
     model = load_hf_model(source)
-    output_name = "last_hidden_state" if source.task == "feature-extraction" else "logits"
+    output_name = primary_output(source.task)
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():

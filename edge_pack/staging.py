@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+from .files import link_or_copy
 
 # Work folders being written now; the watchdog removes them before it ends a stuck process.
 ACTIVE: set[Path] = set()
@@ -107,7 +108,7 @@ def staged_folder(out: Path, keep: tuple[str, ...] = ()):
     try:
         for name in keep:
             if (out / name).is_dir():
-                shutil.copytree(out / name, work / name, copy_function=_link_or_copy)
+                shutil.copytree(out / name, work / name, copy_function=link_or_copy)
         yield work
         _swap(work, out)
     except OSError as exc:
@@ -141,13 +142,6 @@ def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _swap(work: Path, out: Path) -> None:

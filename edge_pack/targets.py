@@ -250,8 +250,12 @@ def get_target(name: str, extra: tuple[Path, ...] = ()) -> Target:
 
 def library_versions(modules: tuple[str, ...] = ()) -> dict[str, str]:
     """Versions of the libraries that shape an artifact, for the manifest."""
-    names = ["edge-pack", "numpy", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "optimum-onnx",
-             "optimum", *modules]
+    return installed_versions(("edge-pack", "numpy", "torch", "transformers", "tokenizers", "onnx", "onnxruntime",
+                               "optimum-onnx", "optimum", *modules))
+
+
+def installed_versions(names) -> dict[str, str]:
+    """The installed version of each distribution in `names`, leaving out those not installed."""
     versions = {}
     for name in dict.fromkeys(names):
         try:

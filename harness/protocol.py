@@ -43,6 +43,21 @@ def save_outputs(path: str, outputs: list[dict]) -> None:
     np.savez(path, **{f"s{i}/{name}": value for i, out in enumerate(outputs) for name, value in out.items()})
 
 
+def timed_load(load):
+    """(what load() returns, the milliseconds it took, the peak memory in MB before it): what every runner
+    reports about loading a model."""
+    rss_before = peak_rss_mb()
+    start = time.perf_counter()
+    loaded = load()
+    return loaded, (time.perf_counter() - start) * 1000.0, rss_before
+
+
+def time_request(request: dict, run) -> list[float]:
+    """The timed runs of run() the request asks for (none when it asks for none)."""
+    runs = int(request.get("runs", 0))
+    return time_runs(run, int(request.get("warmup", 0)), runs) if runs > 0 else []
+
+
 def time_runs(run, warmup: int, runs: int) -> list[float]:
     """Milliseconds of each timed call of run(), after `warmup` untimed calls."""
     for _ in range(warmup):

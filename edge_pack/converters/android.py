@@ -21,11 +21,12 @@ from .. import contracts
 from ..cache import cached
 from ..contracts import BuildOptions, Built, makes
 from ..errors import ConversionError, NotApplicable, UserError
+from ..files import copy_into
 from ..evalset import TEXT_TASKS, Preprocessor, make_evalset
 from ..quiet import captured
 from ..resources import harness_dir
-from ..source import SUPPORT_FILES, SourceModel, input_specs, load_hf_model, load_source, torch_output_names
-from ..targets import Target
+from ..source import SourceModel, input_specs, load_hf_model, load_source, primary_output, torch_output_names
+from ..targets import Target, installed_versions
 
 RECIPE = 1  # bump when the conversion recipe changes, so cached fp32 files are redone
 FP32 = "model.tflite"
@@ -56,13 +57,9 @@ class Converter(contracts.Converter):
     def support_files(self) -> list[Path]:
         """Config, tokenizer and image-processor files; the tokenizer is told the model's fixed length, so
         that text is cut where the model cuts it."""
-        written = []
-        folder = self.source.support_dir if self.source.kind == "hf" else None
-        for name in SUPPORT_FILES if folder else ():
-            if (folder / name).is_file():
-                shutil.copy2(folder / name, self.dir / name)
-                written.append(self.dir / name)
-        if self.source.task in TEXT_TASKS and folder:
+        hugging_face = self.source.kind == "hf"
+        written = copy_into(self.source.support_files if hugging_face else [], self.dir)
+        if self.source.task in TEXT_TASKS and hugging_face:
             path = self.dir / "tokenizer_config.json"
             config = json.loads(path.read_text()) if path.is_file() else {}
             config["model_max_length"] = self.signature["seq_len"]
@@ -220,20 +217,10 @@ def _torch_source(source: SourceModel) -> SourceModel:
                     "entry point package.module:factory")
 
 
-def _versions() -> dict:
-    found = {}
-    for name in ("torch", "transformers", "litert-torch"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def fp32_tflite(source: SourceModel, layout: str, seq_len: int) -> Path:
     """Folder with the fp32 model.tflite and signature.json (which inputs were made channels-last)."""
     key = {"source": source.sha256, "kind": source.kind, "task": source.task, "layout": layout, "seq_len": seq_len,
-           "recipe": RECIPE, **_versions()}
+           "recipe": RECIPE, **installed_versions(("torch", "transformers", "litert-torch"))}
     return cached("tflite-fp32", key, lambda work: _convert(source, layout, seq_len, work))
 
 
@@ -286,7 +273,7 @@ def _module(source: SourceModel, seq_len: int):
         example = pre.text("edge-pack converts this sentence", seq_len)
     else:
         example = pre.image(Image.new("RGB", (224, 224)))
-    output = "last_hidden_state" if source.task == "feature-extraction" else "logits"
+    output = primary_output(source.task)
     names = list(example)
     return _HFOutput(model, names, output), names, [torch.from_numpy(example[n]) for n in names], [output]
 

@@ -9,7 +9,6 @@ Compression is deliberate: the weights of linear, conv and matmul ops are compre
 from __future__ import annotations
 
 import importlib.metadata
-import re
 import shutil
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import torch
 from .. import contracts
 from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, NotApplicable, UserError
+from ..files import copy_into, safe_stem
 from ..evalset import Preprocessor, TEXT_TASKS, make_evalset
 from ..quiet import captured
-from ..source import SUPPORT_FILES, SourceModel, input_specs, load_hf_model, torch_output_names
+from ..source import SourceModel, input_specs, load_hf_model, primary_output, torch_output_names
 from ..targets import Target
 
 FP16_MAX = 65504.0
@@ -46,13 +46,7 @@ class Converter(contracts.Converter):
 
     def support_files(self) -> list[Path]:
         """The tokenizer / image processor and config files, copied beside the packages."""
-        written = []
-        if self.source.support_dir is not None:
-            for name in SUPPORT_FILES:
-                if (self.source.support_dir / name).is_file():
-                    shutil.copy2(self.source.support_dir / name, self.dir / name)
-                    written.append(self.dir / name)
-        return written
+        return copy_into(self.source.support_files, self.dir)
 
     @classmethod
     def check(cls, source: SourceModel, target: Target, precisions: list[str], options: BuildOptions) -> None:
@@ -74,7 +68,7 @@ class Converter(contracts.Converter):
         if needs > self.min_ios:  # reached by a sweep; a precision asked for by name was refused by check()
             raise NotApplicable(f"needs iOS {needs} or newer (the deployment target is iOS {self.min_ios}: "
                                 f"--min-ios {needs} builds it)")
-        out = self.dir / spec.file.format(name=_file_name(self.source.name))
+        out = self.dir / spec.file.format(name=safe_stem(self.source.name, "_"))
         try:
             with captured():
                 model = self._converted(settings["compute"])
@@ -149,8 +143,7 @@ class Converter(contracts.Converter):
         model = load_hf_model(self.source)
         pre = Preprocessor(self.source.task, self.source.support_dir, input_specs(self.source))
         example = make_evalset(pre, None, seq_len=16, label_names=None, embedder=False).samples[0]
-        output = "last_hidden_state" if self.source.task == "feature-extraction" else "logits"
-        return model, example, [output], pre.max_length if self.source.task in TEXT_TASKS else None
+        return model, example, [primary_output(self.source.task)], pre.max_length if self.source.task in TEXT_TASKS else None
 
     # ------------------------------------------------------------------------------------------ compression
 
@@ -318,10 +311,6 @@ def _core_ml_dtype(dtype: np.dtype):
     if dtype.kind in "iu":
         return np.int32
     return np.float16 if dtype == np.float16 else np.float32
-
-
-def _file_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
 
 def _first_line(exc: BaseException) -> str:

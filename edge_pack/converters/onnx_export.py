@@ -1,7 +1,6 @@
 """The fp32 ONNX intermediate every ONNX-based precision starts from, exported once per source content."""
 from __future__ import annotations
 
-import importlib.metadata
 import shutil
 from pathlib import Path
 
@@ -9,25 +8,16 @@ from ..cache import cached
 from ..errors import ConversionError, UserError
 from ..quiet import captured
 from ..source import SourceModel, torch_output_names
+from ..targets import installed_versions
 
 RECIPE = 1  # bump when the export recipe changes, so cached exports are redone
 MODEL = "model.onnx"
 
 
-def _versions() -> dict:
-    out = {}
-    for name in ("torch", "transformers", "optimum-onnx", "onnx"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def fp32_onnx(source: SourceModel) -> Path:
     """Folder holding model.onnx (+ external data) and, for a Hugging Face source, the config and
     tokenizer files the exporter wrote beside it."""
-    key = {"source": source.sha256, "kind": source.kind, "task": source.task, "recipe": RECIPE, **_versions()}
+    key = {"source": source.sha256, "kind": source.kind, "task": source.task, "recipe": RECIPE, **installed_versions(("torch", "transformers", "optimum-onnx", "onnx"))}
     return cached("onnx-fp32", key, lambda work: _export(source, work))
 
 

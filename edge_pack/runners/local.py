@@ -38,9 +38,7 @@ def run_harness(script: str, model: Path, samples: list[dict], latency_input: di
     with tempfile.TemporaryDirectory(prefix="edge-pack-run-") as tmp:
         work = Path(tmp)
         write_inputs(work / "inputs.npz", samples, latency_input)
-        request = {"model": str(model), "inputs": str(work / "inputs.npz"), "outputs": str(work / "outputs.npz"),
-                   "result": str(work / "result.json"), "threads": options.threads, "warmup": options.warmup,
-                   "runs": options.runs, **(extra or {})}
+        request = harness_request(str(model), str(work), options, extra)
         (work / "request.json").write_text(json.dumps(request))
         argv = [*(command or [sys.executable]), str(harness_dir() / script), str(work / "request.json")]
         try:
@@ -50,6 +48,14 @@ def run_harness(script: str, model: Path, samples: list[dict], latency_input: di
         if proc.returncode != 0:
             raise RunnerError(_failure(proc))
         return read_result(work / "result.json", work / "outputs.npz", len(samples))
+
+
+def harness_request(model: str, folder: str, options: RunOptions, extra: dict | None = None) -> dict:
+    """The request harness/protocol.py reads: the model, and inputs, outputs and result files in `folder`
+    (a path here or on the device)."""
+    return {"model": model, "inputs": f"{folder}/inputs.npz", "outputs": f"{folder}/outputs.npz",
+            "result": f"{folder}/result.json", "threads": options.threads, "warmup": options.warmup,
+            "runs": options.runs, **(extra or {})}
 
 
 def read_result(result_path: Path, outputs_path: Path, count: int) -> RunResult:

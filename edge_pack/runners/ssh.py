@@ -26,7 +26,7 @@ from ..errors import RunnerError, UserError
 from ..hashing import file_sha256
 from ..resources import harness_dir
 from . import RunOptions, RunResult
-from .local import last_words, read_result, write_inputs
+from .local import harness_request, last_words, read_result, write_inputs
 
 CONNECT_TIMEOUT_S = 15
 COMMAND_TIMEOUT_S = 120  # each short command (probe, hashes, copies of small files)
@@ -213,9 +213,7 @@ def run_harness(address: str, script: str, model_files: list[Path], samples: lis
         work = Path(tmp)
         try:
             write_inputs(work / "inputs.npz", samples, latency_input)
-            request = {"model": model_paths[0], "inputs": f"{run_dir}/inputs.npz", "outputs": f"{run_dir}/outputs.npz",
-                       "result": f"{run_dir}/result.json", "threads": options.threads, "warmup": options.warmup,
-                       "runs": options.runs, **(extra or {})}
+            request = harness_request(model_paths[0], run_dir, options, extra)
             (work / "request.json").write_text(json.dumps(request))
             sync(device, [(work / "inputs.npz", f"{run_dir}/inputs.npz"),
                           (work / "request.json", f"{run_dir}/request.json")], COMMAND_TIMEOUT_S)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
@@ -26,16 +25,13 @@ def measure(request: dict, load, runtime: str, latency_note: str | None = None) 
     """load() -> (predict(feeds) -> outputs, spec). With a latency_note the timings would not be the
     device's, so none are taken and the note says why."""
     samples, latency_input = protocol.load_inputs(request["inputs"])
-    rss_before = protocol.peak_rss_mb()
-    start = time.perf_counter()
-    predict, spec = load()
-    load_ms = (time.perf_counter() - start) * 1000.0
+    (predict, spec), load_ms, rss_before = protocol.timed_load(load)
     outputs = [predict(feeds(spec, s)) for s in samples]
     protocol.save_outputs(request["outputs"], outputs)
     latency = []
-    if latency_note is None and latency_input is not None and request.get("runs", 0) > 0:
+    if latency_note is None and latency_input is not None:
         inputs = feeds(spec, latency_input)
-        latency = protocol.time_runs(lambda: predict(inputs), int(request.get("warmup", 0)), int(request["runs"]))
+        latency = protocol.time_request(request, lambda: predict(inputs))
     protocol.write_result(request, {
         "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
         "rss_before_load_mb": rss_before, "runtime": runtime, "latency_note": latency_note,

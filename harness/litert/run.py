@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
@@ -25,11 +24,8 @@ def main() -> None:
     samples, latency_input = protocol.load_inputs(request["inputs"])
     threads = int(request.get("threads", 1))
     layouts = request.get("layouts", {})
-    rss_before = protocol.peak_rss_mb()
-    start = time.perf_counter()
-    interpreter = Interpreter(model_path=request["model"], num_threads=threads)
-    runner = interpreter.get_signature_runner()
-    load_ms = (time.perf_counter() - start) * 1000.0
+    runner, load_ms, rss_before = protocol.timed_load(
+        lambda: Interpreter(model_path=request["model"], num_threads=threads).get_signature_runner())
     inputs, outputs_details = runner.get_input_details(), runner.get_output_details()
 
     outputs = []
@@ -41,7 +37,7 @@ def main() -> None:
     latency, metrics = [], {}
     if latency_input is not None and request.get("runs", 0) > 0:
         fed, _ = feeds.fit(latency_input, inputs, layouts)
-        latency = protocol.time_runs(lambda: runner(**fed), int(request.get("warmup", 0)), int(request["runs"]))
+        latency = protocol.time_request(request, lambda: runner(**fed))
         metrics = cross_check(request, threads)
     version = importlib.metadata.version("ai-edge-litert")
     protocol.write_result(request, {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,10 +34,8 @@ def main() -> None:
     if threads > 1:
         # Spinning worker threads starve each other on a small, busy machine and latency collapses.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    rss_before = protocol.peak_rss_mb()
-    start = time.perf_counter()
-    session = ort.InferenceSession(request["model"], options, providers=["CPUExecutionProvider"])
-    load_ms = (time.perf_counter() - start) * 1000.0
+    session, load_ms, rss_before = protocol.timed_load(
+        lambda: ort.InferenceSession(request["model"], options, providers=["CPUExecutionProvider"]))
     extra = {}
     if is_decoder(session):
         outputs, latency, extra = _generate(Decoder(session), samples, latency_input, request)
@@ -57,10 +54,9 @@ def _run(session, samples, latency_input, request):
     wanted = {i.name for i in session.get_inputs()}
     outputs = [dict(zip(names, session.run(None, {k: v for k, v in s.items() if k in wanted}))) for s in samples]
     latency = []
-    if latency_input is not None and request.get("runs", 0) > 0:
+    if latency_input is not None:
         feeds = {k: v for k, v in latency_input.items() if k in wanted}
-        latency = protocol.time_runs(lambda: session.run(None, feeds), int(request.get("warmup", 0)),
-                                     int(request["runs"]))
+        latency = protocol.time_request(request, lambda: session.run(None, feeds))
     return outputs, latency
 
 
@@ -74,14 +70,14 @@ def _generate(session, samples, latency_input, request):
     outputs = [{"logits": logits_through_cache(session, _tokens(s))[None]} for s in samples]
     answers = decoding.answers(session, request.get("asks") or [])
     latency = []
-    if latency_input is not None and request.get("runs", 0) > 0:
+    if latency_input is not None:
         prompt = _tokens(latency_input)
 
         def prefill():
             session.reset()
             session.prefill(prompt, 0)
 
-        latency = protocol.time_runs(prefill, int(request.get("warmup", 0)), int(request["runs"]))
+        latency = protocol.time_request(request, prefill)
     return outputs, latency, {"answers": answers}
 
 

@@ -150,11 +150,9 @@ def main() -> None:
     n_ctx = max([len(t) for t in token_lists] + ask_lengths + [len(prompt), gen_tokens, 8])
     n_ctx = (n_ctx + 31) // 32 * 32
 
-    rss_before = protocol.peak_rss_mb()
-    start = time.perf_counter()
     # Speed is measured as llama-bench does, without logits kept for every position.
-    llm = _load(request["model"], threads, n_ctx, embedding=False, logits_all=False)
-    load_ms = (time.perf_counter() - start) * 1000.0
+    llm, load_ms, rss_before = protocol.timed_load(
+        lambda: _load(request["model"], threads, n_ctx, embedding=False, logits_all=False))
     embedder = _pools(llm)
     metrics = {"threads": threads, "n_ctx": n_ctx}
     latency, answers = [], None
