@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,9 @@ from .. import contracts
 from ..cache import cached
 from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, UserError
+from ..files import copy_into
 from ..quiet import captured
-from ..source import SUPPORT_FILES, SourceModel
+from ..source import SourceModel, support_files_in
 from ..targets import Target
 
 RECIPE = 1  # bump when the export changes, so cached exports are redone
@@ -75,12 +75,7 @@ class DecoderConverter(contracts.Converter):
         self.meta = {"decoder": describe_cache(onnx.load(str(self.fp32), load_external_data=False))}
 
     def support_files(self) -> list[Path]:
-        written = []
-        for name in SUPPORT_FILES:
-            if (self.export_dir / name).is_file():
-                shutil.copy2(self.export_dir / name, self.dir / name)
-                written.append(self.dir / name)
-        return written
+        return copy_into(support_files_in(self.export_dir), self.dir)
 
     def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file
