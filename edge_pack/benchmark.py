@@ -1,71 +1,110 @@
 """bench: measure every artifact of a bundle on its runtime against the fp32 source, judge each against
 the SLA, decide per target, and write results.json, the reports and one release zip per target (and the
-results into the manifest)."""
+results into the manifest, which hashes results.json and the reports).
+
+Latency is measured so that a verdict does not depend on the moment a candidate ran: a target's
+candidates are timed interleaved, in rounds (one process per candidate per round), so load drift hits
+them alike; identical files are measured once; the machine's load average is recorded before and during;
+and when a p50's interval still holds the latency limit after a bounded number of extra rounds, the
+verdict says the timings cannot decide it (unverified) instead of flipping between runs."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import os
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, metrics
+from . import __version__, metrics, statistics
 from .config import Config, load_config
 from .contracts import BuildOptions
 from .decide import cliff, recommendation
-from .report_files import write_reports
 from .errors import RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
 from .hashing import text_sha256
-from .manifest import MANIFEST, RESULTS, read_manifest, write_manifest
+from .manifest import MANIFEST, read_manifest
 from .measure import reference_vectors, run_artifact
 from .pipeline import build
 from .progress import steps
 from .quiet import captured
 from .release import write_release_zips
+from .results import Quality, Results, Row, TargetResult, write_results_files
 from .runners import RunOptions, get_runner, runtime_missing
-from .sla import judge, unchecked
+from .sla import Sla, judge
 from .source import InputSpec, SourceModel, load_source
-from .staging import check_disk_full, locked, write_atomic
+from .staging import check_disk_full, locked
 from .targets import get_target
+from .weight_bits import bits_per_weight
 
 MB = 1_000_000
 
 
-def bench(path: str | Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
-          eval_path: str | Path | None = None, sla_path: str | Path | None = None, runs: int = 20,
-          warmup: int = 3, threads: int | None = None, seq_len: int = 128, runtime: str | dict | None = None,
-          timeout_s: float = 900.0, allow_pickle: bool = False, trust_remote_code: bool = False,
-          progress: bool = False, target_files: tuple[Path, ...] = (), config: Config | None = None,
-          runner_options: dict | None = None, device: str | None = None,
-          build_options: BuildOptions | None = None, source: str | None = None) -> dict:
-    """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that.
-    `sla_path` is an edge-pack.toml (its [sla] and [cost] tables apply); `config` an already loaded one.
-    runner_options: runner-specific settings (RunOptions.extra), e.g. {"compute_units": "cpu-ne"}. `device`
-    (e.g. ssh://pi@raspberrypi.local) runs the artifacts there, for runners that can. `build_options` are
-    the converters' (calibration, target options) when SOURCE is built first. `source` names the fp32 source
-    of a bundle (an entry point or a path) when the manifest's cannot be used: an entry point is never
-    re-imported from a manifest, since that would run code a bundle names."""
-    config = config or load_config(sla_path, tuple(target_files))
-    options = dict(eval_path=eval_path, config=config, runs=runs, warmup=warmup, threads=threads,
-                   seq_len=seq_len, runtime=runtime, timeout_s=timeout_s, progress=progress,
-                   runner_options={**(runner_options or {}), **({"device": device} if device else {})})
+@dataclass(frozen=True)
+class BenchOptions:
+    """How to measure, beside BuildOptions (how to build): from the command line, the job's [bench] table
+    or the Python API."""
+    eval_path: Path | None = None
+    runs: int = 20  # timed runs per candidate, split over the rounds
+    warmup: int = 3
+    threads: int | None = None  # None: the target's
+    seq_len: int = 128
+    runtime: str | dict | None = None  # a runner name, or {target: runner}
+    timeout_s: float = 900.0
+    progress: bool = False
+    runner_options: dict = field(default_factory=dict)  # runner-specific (device, compute_units...)
+    # The converters' options (calibration, target options) when SOURCE is built first.
+    build_options: BuildOptions | None = None
+    # The fp32 source of a bundle (an entry point or a path) when the manifest's cannot be used: an entry
+    # point is never re-imported from a manifest, since that would run code a bundle names.
+    source: str | None = None
+    rounds: int = 4  # interleaved latency rounds (at most `runs`)
+    extra_rounds: int = 4  # at most this many more when a p50 is too noisy to decide a latency limit
+
+    def check(self) -> None:
+        if self.runs < 1 or self.warmup < 0:
+            raise UserError("--runs must be at least 1 and --warmup at least 0")
+        if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise UserError(f"--timeout must be a finite number of seconds, not {self.timeout_s!r}")
+
+
+def bench(path: str | Path, targets: list[str] | None = None, precisions: list[str] | None = None, *,
+          sla_path: str | Path | None = None, config: Config | None = None, allow_pickle: bool = False,
+          trust_remote_code: bool = False, target_files: tuple[Path, ...] = (), device: str | None = None,
+          **settings) -> dict:
+    """The Python API: measure a bundle (or build SOURCE with targets first) and return what `bench --json`
+    prints. `settings` are BenchOptions fields (runs=, eval_path=, runtime=, ...); `sla_path` is an
+    edge-pack.toml (its [sla] and [cost] tables apply); `device` (ssh://pi@host) runs there."""
+    options = BenchOptions(**settings)
+    if device:
+        options = replace(options, runner_options={**options.runner_options, "device": device})
+    return measure(path, targets, precisions, options, config or load_config(sla_path, tuple(target_files)),
+                   allow_pickle=allow_pickle, trust_remote_code=trust_remote_code).to_json()
+
+
+def measure(path: str | Path, targets: list[str] | None, precisions: list[str] | None, options: BenchOptions,
+            config: Config, allow_pickle: bool = False, trust_remote_code: bool = False) -> Results:
+    """Measure a bundle folder, or build SOURCE into a temporary folder first and measure that."""
+    options.check()
     if (Path(path) / MANIFEST).is_file():
         with locked(Path(path)):  # a build swapping this folder meanwhile would mix two bundles' numbers
-            given = _given_source(source, Path(path), allow_pickle, trust_remote_code) if source else None
-            return bench_bundle(Path(path), targets=targets, precisions=precisions, source=given, **options)
+            given = (_given_source(options.source, Path(path), allow_pickle, trust_remote_code) if options.source
+                     else None)
+            return measure_bundle(Path(path), targets, precisions, options, config, source=given)
     if not targets:
         raise UserError(f"{path} is not a bundle (no {MANIFEST}); to build and measure a source, add --target")
+    runtime = options.runtime
     for name in [runtime] if isinstance(runtime, str) else (runtime or {}).values():
         _check_ready(name)  # before the build, not after it
     source = load_source(str(path), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="edge-pack-bench-") as tmp:
         bundle = Path(tmp) / "bundle"
-        build(source, targets, precisions, bundle, progress=progress, target_files=config.target_files,
-              options=build_options)
-        return bench_bundle(bundle, targets=targets, precisions=precisions, source=source, write=False, **options)
+        build(source, targets, precisions, bundle, progress=options.progress, target_files=config.target_files,
+              options=options.build_options)
+        return measure_bundle(bundle, targets, precisions, options, config, source=source, write=False)
 
 
 def _given_source(spec: str, bundle: Path, allow_pickle: bool, trust_remote_code: bool) -> SourceModel:
@@ -90,20 +129,15 @@ def _baseline_source(manifest: dict) -> SourceModel | None:
     return source if source.sha256 == described.get("sha256") else None
 
 
-def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: list[str] | None = None,
-                 eval_path=None, config: Config | None = None, runs: int = 20, warmup: int = 3,
-                 threads: int | None = None, seq_len: int = 128, runtime: str | dict | None = None,
-                 timeout_s: float = 900.0, progress: bool = False, write: bool = True,
-                 source: SourceModel | None = None,
-                 runner_options: dict | None = None) -> dict:
+def measure_bundle(bundle: Path, targets: list[str] | None, precisions: list[str] | None, options: BenchOptions,
+                   config: Config, source: SourceModel | None = None, write: bool = True) -> Results:
     manifest = read_manifest(bundle)
-    config = config or Config()
+    options.check()
     names = list(dict.fromkeys(targets)) if targets and "all" not in targets else list(manifest.get("targets", {}))
     for name in names:
         if name not in manifest.get("targets", {}):
             raise UserError(f"{bundle} has no {name} artifacts; build them with: edge-pack build SOURCE --target {name}")
-    if runs < 1 or warmup < 0:
-        raise UserError("--runs must be at least 1 and --warmup at least 0")
+    runtime = options.runtime
     if isinstance(runtime, str) and not any(runtime in get_target(name).runtimes for name in names):
         offered = {name: get_target(name).runtimes for name in names}
         raise UserError(f"no target measured here runs on {runtime} ("
@@ -114,51 +148,20 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     chosen = [a for a in manifest["artifacts"] if a["target"] in names
               and (not precisions or a["precision"] in precisions)]
     # Everything a user can get wrong is checked before the first measurement.
-    run_options = RunOptions(warmup=warmup, runs=runs, timeout_s=timeout_s, extra=dict(runner_options or {}))
-    plans = [_plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
-                   run_options) for name in names]
+    plans = [_plan(name, manifest, bundle, chosen, source, specs, config, options) for name in names]
     rows, per_target = [], {}
-    with steps(progress) as bar:
+    with steps(options.progress) as bar:
         bar.start("measuring", total=len(chosen))
         for plan in plans:
-            name, evalset = plan["name"], plan["evalset"]
-            baseline, kind, origin = _baseline(source, task, evalset, plan["artifacts"], bundle, plan["runtime"],
-                                               _why_no_source(manifest))
-            labeled = evalset.labels is not None
-            base_metrics = {"accuracy": metrics.accuracy(kind, baseline, evalset.labels)} if labeled else {}
-            base_metrics.update(metrics.intrinsic(kind, baseline, evalset.samples))
-            quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
-                                                               "top1_agreement": 1.0, "same_top1": 1.0}, labeled)
-            target_rows = []
-            for artifact in plan["artifacts"]:
-                bar.step(f"{name}: measuring {artifact['precision']} on {plan['runtime']}")
-                row = _measure(artifact, bundle, plan["runtime"], task, evalset, plan["options"], baseline, kind,
-                               labeled, base_value, plan["device"])
-                if plan["cost"] is not None and not row["error"]:
-                    row["cost_per_month"] = plan["cost"].per_month(row["latency_p50_ms"])
-                reasons = judge(row, plan["sla"])
-                row["verdict"] = {"passed": not reasons, "reasons": reasons, "unchecked": unchecked(row, plan["sla"])}
-                target_rows.append(row)
-                bar.advance()
-            cost = plan["cost"].describe() if plan["cost"] else None
-            decision = recommendation(name, target_rows, plan["sla"], cost and cost["currency"])
-            measured_on = next((r["runtime"] for r in target_rows if r.get("runtime")), plan["runtime"])
-            per_target[name] = {
-                "runtime": plan["runtime"], "measured_on": measured_on, "threads": plan["options"].threads,
-                "sla": plan["sla"].describe(), "cost": cost, "device": manifest["targets"][name].get("device", {}),
-                "eval": evalset.origin, "baseline": {"origin": origin, "quality": {"name": quality_name,
-                                                                                 "value": base_value},
-                                                     "metrics": base_metrics},
-                "recommended": decision["recommended"], "passed": decision["recommended"] is not None,
-                "decision": decision, "cliff": cliff(target_rows, plan["sla"], base_value),
-                "rejected_at_build": [r for r in manifest.get("rejected", []) if r["target"] == name],
-            }
+            target_rows, result = _measure_target(plan, manifest, bundle, source, task, bar)
+            per_target[plan["name"]] = result
             rows += target_rows
-    results = {"schema": 1, "edge_pack": __version__, "bundle": str(bundle.resolve()),
-               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "source": manifest["source"],
-               "tool": manifest.get("tool", {}), "options": {"runs": runs, "warmup": warmup, "seq_len": seq_len},
-               "sla_file": str(config.path) if config.path else None,
-               "targets": per_target, "rows": rows, "passed": all(t["passed"] for t in per_target.values())}
+    results = Results(source=manifest["source"], targets=per_target, rows=rows, edge_pack=__version__,
+                      bundle=str(bundle.resolve()),
+                      created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      tool=manifest.get("tool", {}), sla_file=str(config.path) if config.path else None,
+                      options={"runs": options.runs, "warmup": options.warmup, "seq_len": options.seq_len,
+                               "rounds": min(options.rounds, options.runs)})
     if write:
         try:
             _write(bundle, manifest, results)
@@ -168,10 +171,202 @@ def bench_bundle(bundle: Path, *, targets: list[str] | None = None, precisions: 
     return results
 
 
-def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_len, runtime, threads,
-          run_options: RunOptions) -> dict:
+def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str, bar) -> tuple[list[Row], TargetResult]:
+    name, evalset, sla = plan["name"], plan["evalset"], plan["sla"]
+    baseline, kind, origin = _baseline(source, task, evalset, plan["artifacts"], bundle, plan["runtime"],
+                                       _why_no_source(manifest))
+    labeled = evalset.labels is not None
+    base_correct = metrics.correct(kind, baseline, evalset.labels) if labeled else None
+    base_metrics = {"accuracy": float(base_correct.mean())} if labeled else {}
+    base_metrics.update(metrics.intrinsic(kind, baseline, evalset.samples))
+    quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
+                                                       "top1_agreement": 1.0, "same_top1": 1.0}, labeled)
+    _check_baseline(name, quality_name, base_value, sla, evalset.origin)
+    load_before = _load()
+    rows = [_row(a, bundle, plan["device"]) for a in plan["artifacts"]]
+    timings: dict[int, dict] = {}  # row index -> what its runs gave
+    first_of: dict[str, int] = {}  # content hash -> the row measured for it
+    for index, (artifact, row) in enumerate(zip(plan["artifacts"], rows)):
+        bar.step(f"{name}: measuring {artifact['precision']} on {plan['runtime']}")
+        if row.content in first_of:
+            bar.advance()
+            continue  # the same bytes as an earlier candidate: one measurement serves both
+        first_of[row.content] = index
+        try:
+            result, vectors = run_artifact(plan["runtime"], _paths(bundle, artifact), task, evalset,
+                                           _round_options(plan, 0))
+        except RunnerError as exc:
+            row.error = f"failed on {plan['runtime']}: {exc}"
+            bar.advance()
+            continue
+        _fill(row, result, vectors, kind, evalset, baseline, base_correct, base_value, plan)
+        timings[index] = {"result": result, "latency": list(result.latency_ms), "rounds": 1, "load": [_load()]}
+        bar.advance()
+    _more_rounds(plan, bundle, task, evalset, plan["artifacts"], timings)
+    for index, found in timings.items():
+        _latency(rows[index], found, sla)
+    for index, row in enumerate(rows):
+        if row.content in first_of and first_of[row.content] != index:
+            _copy_measurement(row, rows[first_of[row.content]])
+    for row in rows:
+        if plan["cost"] is not None and not row.error:
+            row.cost_terms = plan["cost"].terms(row.latency_p50_ms, row.bytes) or []
+            row.cost_per_month = plan["cost"].per_month(row.latency_p50_ms, row.bytes)
+        row.verdict = judge(row, sla)
+    cost = plan["cost"].describe() if plan["cost"] else None
+    decision = recommendation(name, rows, sla, cost and cost["currency"])
+    measured_on = next((r.runtime for r in rows if r.runtime), plan["runtime"])
+    result = TargetResult(
+        name=name, runtime=plan["runtime"], measured_on=measured_on, threads=plan["options"].threads,
+        sla=sla.describe(), eval=evalset.origin, decision=decision, cliff=cliff(rows, sla, base_value), cost=cost,
+        device=manifest["targets"][name].get("device", {}),
+        baseline={"origin": origin, "quality": {"name": quality_name, "value": base_value}, "metrics": base_metrics},
+        rejected_at_build=[r for r in manifest.get("rejected", []) if r["target"] == name],
+        load={"before": load_before, "during": max((l for t in timings.values() for l in t["load"]),
+                                                   default=load_before)})
+    return rows, result
+
+
+def _check_baseline(name: str, quality_name: str, value: float, sla: Sla, origin: str) -> None:
+    """A share of nothing is no limit: a ratio limit needs a baseline quality above 0."""
+    if sla.min_accuracy_ratio and not (math.isfinite(value) and value > 0):
+        raise UserError(f"{name}: the fp32 baseline's {quality_name} on {origin} is {value:g}, so min_accuracy_ratio "
+                        f"(a share of it) cannot be checked; set an absolute floor with min_accuracy (and "
+                        f"min_accuracy_ratio = 0) in [sla], or give eval data the source gets right")
+
+
+def _paths(bundle: Path, artifact: dict) -> list[Path]:
+    return [bundle / f["path"] for f in artifact["files"]]
+
+
+def _round_options(plan: dict, round_index: int) -> RunOptions:
+    """Round 0 runs every eval input and the warm-up; later rounds time the latency input only."""
+    options = plan["options"]
+    per_round = max(1, options.runs // plan["rounds"])
+    return replace(options, runs=per_round, warmup=options.warmup if round_index == 0 else min(options.warmup, 1))
+
+
+def _more_rounds(plan, bundle, task, evalset, artifacts, timings) -> None:
+    """The remaining latency rounds, interleaved across candidates; then, for a candidate whose p50
+    interval holds the latency limit, up to `extra_rounds` more (it alone needs them)."""
+    timed = {i: t for i, t in timings.items() if t["latency"] and t["result"].latency_note is None}
+    one = evalset.head(1)  # later rounds: the outputs are known; one input keeps them cheap
+
+    def another(indices, round_index):
+        for index in indices:
+            try:
+                result, _ = run_artifact(plan["runtime"], _paths(bundle, artifacts[index]), task, one,
+                                         _round_options(plan, round_index))
+            except RunnerError:
+                continue  # it ran in round 0; a later round that fails leaves fewer timings, not a verdict
+            timed[index]["latency"] += result.latency_ms
+            timed[index]["rounds"] += 1
+            timed[index]["load"].append(_load())
+            timed[index]["peak_rss_mb"] = max(timed[index].get("peak_rss_mb", 0.0), result.peak_rss_mb)
+
+    for round_index in range(1, plan["rounds"]):
+        another(list(timed), round_index)
+    limit = plan["sla"].max_latency_ms
+    for extra in range(plan["extra_rounds"]):
+        undecided = [i for i, t in timed.items() if limit is not None and _straddles(t["latency"], limit)]
+        if not undecided:
+            break
+        another(undecided, plan["rounds"] + extra)
+
+
+def _straddles(latency: list[float], limit: float) -> bool:
+    """The p50's interval holds the limit (too few timings for an interval: the point decides)."""
+    interval = statistics.median_interval(latency)
+    return interval is not None and interval[0] <= limit <= interval[1]
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):  # not every platform has a load average
+        return None
+
+
+def _row(artifact: dict, bundle: Path, device: dict) -> Row:
+    size_mb = artifact["bytes"] / MB
+    return Row(target=artifact["target"], precision=artifact["precision"], format=artifact["format"],
+               bits=artifact["bits"], bytes=artifact["bytes"], size_mb=size_mb,
+               files=[f["path"] for f in artifact["files"]], content=_content(artifact), build=artifact.get("build"),
+               warnings=_warnings(size_mb, None, device), bits_per_weight=_bits_in_file(bundle, artifact))
+
+
+def _bits_in_file(bundle: Path, artifact: dict) -> float | None:
+    """What the file holds per weight; a file its reader cannot parse is the runtime's to reject."""
+    models = []
+    for entry in artifact["files"]:
+        parts = Path(entry["path"]).parts
+        package = next((i for i, part in enumerate(parts) if part.endswith(".mlpackage")), None)
+        models.append(bundle.joinpath(*parts[:package + 1]) if package is not None else bundle / entry["path"])
+    try:
+        return bits_per_weight(list(dict.fromkeys(models)))
+    except Exception:  # noqa: BLE001 — a label, not a gate: the measurement itself reports a broken file
+        return None
+
+
+def _fill(row: Row, result, vectors, kind, evalset, baseline, base_correct, base_value, plan) -> None:
+    """The row's quality, metrics and first timings, from the first round on every eval input."""
+    broken = sum(1 for v in vectors if not np.isfinite(v).all())
+    if broken:
+        row.error = (f"outputs are not finite numbers (NaN or inf) on {broken} of {len(vectors)} eval inputs "
+                     f"on {result.runtime}")
+        return
+    found = {**metrics.fidelity(kind, vectors, baseline), **metrics.intrinsic(kind, vectors, evalset.samples),
+             **result.metrics}
+    certainty = None
+    if base_correct is not None:
+        correct = metrics.correct(kind, vectors, evalset.labels)
+        found["accuracy"] = float(correct.mean())
+        certainty = statistics.accuracy_certainty(correct, base_correct)
+    name, value = metrics.headline(kind, found, base_correct is not None)
+    note = result.latency_note  # timings that would not be the device's are not reported at all
+    row.runtime, row.host, row.threads, row.metrics = result.runtime, result.host, plan["options"].threads, found
+    row.obtained = {"size": "measured", "quality": result.obtained.get("outputs", "measured"),
+                    "latency": result.obtained.get("latency", "measured")}
+    row.load_ms = None if note else result.load_ms
+    row.latency_note = note
+    row.peak_rss_mb = result.peak_rss_mb
+    row.warnings = _warnings(row.size_mb, result.peak_rss_mb, plan["device"])
+    row.quality = Quality(name, value, base_value, value / base_value if base_value else None, value - base_value,
+                          certainty)
+    if kind == metrics.NEXT_TOKEN:
+        row.estimates = _estimates(row.bytes, plan["device"], result.host, found)
+
+
+def _latency(row: Row, found: dict, sla: Sla) -> None:
+    """p50 and p90 over every round's timings, the p50's interval, and whether it can decide the limit."""
+    latency = found["latency"]
+    row.latency_runs = len(latency)
+    row.latency_p50_ms = metrics.percentile(latency, 50)
+    row.latency_p90_ms = metrics.percentile(latency, 90)
+    if found.get("peak_rss_mb"):
+        row.peak_rss_mb = max(row.peak_rss_mb or 0.0, found["peak_rss_mb"])
+    if not latency:
+        return
+    interval = statistics.median_interval(latency)
+    row.latency = {"p50_interval": list(interval) if interval else None, "rounds": found["rounds"],
+                   "load_during": found["load"],
+                   "noisy": sla.max_latency_ms is not None and _straddles(latency, sla.max_latency_ms)}
+
+
+def _copy_measurement(row: Row, measured: Row) -> None:
+    """A candidate whose files are byte for byte another's gets that one's measurement, and says so."""
+    for name in ("error", "runtime", "host", "threads", "obtained", "load_ms", "latency_p50_ms", "latency_p90_ms",
+                 "latency_runs", "latency_note", "latency", "peak_rss_mb", "metrics", "quality", "estimates"):
+        setattr(row, name, getattr(measured, name))
+    row.warnings = [*measured.warnings, f"the same bytes as {measured.precision}: measured once"]
+
+
+def _plan(name, manifest, bundle, chosen, source, specs, config: Config, options: BenchOptions) -> dict:
     """What measuring one target needs: its runtime, its inputs (the eval file read and checked now) and SLA."""
     target = get_target(name, config.target_files)
+    runtime = options.runtime
+    run_options = RunOptions(warmup=options.warmup, runs=options.runs, timeout_s=options.timeout_s,
+                             extra=dict(options.runner_options), threads=options.threads or target.threads)
     # One runtime name applies to the targets that offer it (others keep theirs); a dict names one per target.
     wanted = runtime.get(name) if isinstance(runtime, dict) else runtime if runtime in target.runtimes else None
     run_on = wanted or target.runtime
@@ -188,11 +383,12 @@ def _plan(name, manifest, bundle, chosen, source, specs, config, eval_path, seq_
     target_dir = bundle / name
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
     pre = Preprocessor(task, support, specs or None)
-    evalset = make_evalset(pre, eval_path, seq_len, _label_names(support, task), embedder=task == "feature-extraction")
+    evalset = make_evalset(pre, options.eval_path, options.seq_len, _label_names(support, task), embedder=task == "feature-extraction")
     return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name),
             "cost": config.cost_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
-            "options": replace(run_options, threads=threads or target.threads)}
+            "options": run_options, "rounds": min(options.rounds, options.runs),
+            "extra_rounds": options.extra_rounds}
 
 
 def _check_ready(runtime: str) -> None:
@@ -251,36 +447,6 @@ def _content(artifact: dict) -> str:
     return text_sha256(" ".join(sorted(f["sha256"] for f in artifact["files"])))
 
 
-def _measure(artifact, bundle, runtime, task, evalset, opts, baseline, kind, labeled, base_value, device) -> dict:
-    size_mb = artifact["bytes"] / MB
-    row = {"target": artifact["target"], "precision": artifact["precision"], "format": artifact["format"],
-           "bits": artifact["bits"], "bytes": artifact["bytes"], "size_mb": size_mb,
-           "files": [f["path"] for f in artifact["files"]], "content": _content(artifact),
-           "build": artifact.get("build"), "error": None,
-           "warnings": _warnings(size_mb, None, device)}
-    try:
-        result, vectors = run_artifact(runtime, [bundle / f["path"] for f in artifact["files"]], task, evalset, opts)
-    except RunnerError as exc:
-        return {**row, "error": f"failed on {runtime}: {exc}"}
-    found = {**metrics.fidelity(kind, vectors, baseline), **metrics.intrinsic(kind, vectors, evalset.samples),
-             **result.metrics}
-    if labeled:
-        found["accuracy"] = metrics.accuracy(kind, vectors, evalset.labels)
-    name, value = metrics.headline(kind, found, labeled)
-    ratio = value / base_value if base_value else None
-    note = result.latency_note  # timings that would not be the device's are not reported at all
-    obtained = {"size": "measured", "quality": result.obtained.get("outputs", "measured"),
-                "latency": result.obtained.get("latency", "measured")}
-    estimates = _estimates(artifact["bytes"], device, result.host, found) if kind == metrics.NEXT_TOKEN else {}
-    return {**row, "runtime": result.runtime, "host": result.host, "threads": opts.threads, "obtained": obtained,
-            "load_ms": None if note else result.load_ms, "latency_p50_ms": metrics.percentile(result.latency_ms, 50),
-            "latency_p90_ms": metrics.percentile(result.latency_ms, 90), "latency_runs": len(result.latency_ms),
-            "latency_note": note, "peak_rss_mb": result.peak_rss_mb, "metrics": found,
-            "warnings": _warnings(size_mb, result.peak_rss_mb, device),
-            "quality": {"name": name, "value": value, "baseline": base_value, "ratio": ratio,
-                        "delta": value - base_value}, **({"estimates": estimates} if estimates else {})}
-
-
 def _estimates(size_bytes: int, device: dict, host: dict, found: dict) -> dict:
     """A decoder's generation ceiling on each board profile of the target (targets/<name>.toml): every
     token reads every weight once, so tokens/s <= bandwidth / bytes. An estimate, labelled as one; when the
@@ -300,32 +466,22 @@ def _estimates(size_bytes: int, device: dict, host: dict, found: dict) -> dict:
     return found_estimates
 
 
-def _write(bundle: Path, manifest: dict, results: dict) -> None:
+
+
+def _write(bundle: Path, manifest: dict, results: Results) -> None:
     """The measurements and verdict into the manifest, a release zip per target that has a candidate to
-    ship (listed in the manifest), results.json, and the reports (last: they name the zips)."""
-    measured = {(r["target"], r["precision"]): r for r in _plain(results["rows"])}
+    ship (listed in the manifest), results.json and the reports (they name the zips), then the manifest,
+    which hashes results.json and the reports so that `verify` refuses an edited verdict."""
+    measured = {(r.target, r.precision): r.to_json() for r in results.rows}
     for artifact in manifest["artifacts"]:
         row = measured.get((artifact["target"], artifact["precision"]))
         if row:
             artifact["measured"] = {k: row.get(k) for k in ("runtime", "load_ms", "latency_p50_ms", "latency_p90_ms",
-                                                            "latency_note", "peak_rss_mb", "quality", "metrics", "verdict", "error",
-                                                            "obtained", "cost_per_month")}
+                                                            "latency_note", "latency", "peak_rss_mb", "quality",
+                                                            "metrics", "verdict", "error", "obtained", "cost_per_month")}
     # Like results.json, the verdict and the release zips are the last bench's.
-    manifest["verdict"] = {name: {"recommended": t["recommended"], "passed": t["passed"], "sla": t["sla"]}
-                           for name, t in results["targets"].items()}
-    manifest["releases"] = write_release_zips(bundle, manifest, _plain(results))
-    results["releases"] = {name: entry["path"] for name, entry in manifest["releases"].items()}
-    write_atomic(bundle / RESULTS, json.dumps(results, indent=2, default=_jsonable) + "\n")
-    write_manifest(bundle, manifest)
-    write_reports(bundle, _plain(results))
-
-
-def _plain(value):
-    """A JSON-only copy (numpy scalars become numbers), as readers of results.json see it."""
-    return json.loads(json.dumps(value, default=_jsonable))
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    manifest["verdict"] = {name: {"recommended": t.recommended, "status": t.status, "passed": t.passed, "sla": t.sla}
+                           for name, t in results.targets.items()}
+    manifest["releases"] = write_release_zips(bundle, manifest, results)
+    results.releases = {name: entry["path"] for name, entry in manifest["releases"].items()}
+    write_results_files(bundle, manifest, results)

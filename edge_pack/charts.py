@@ -6,27 +6,27 @@ from __future__ import annotations
 import io
 import re
 
-from .decide import measured, sla_of
-from .sla import quality_floor
+from .decide import measured
+from .results import PASS, UNVERIFIED, Row, TargetResult
+from .sla import Sla, quality_floor
 
-PASS, FAIL, SHIP, LIMIT, BASELINE = "#1a7f37", "#cf222e", "#0969da", "#9a6700", "#6e7781"
+GREEN, RED, AMBER, SHIP, LIMIT, BASELINE = "#1a7f37", "#cf222e", "#bf8700", "#0969da", "#9a6700", "#6e7781"
 STYLE = {"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False, "axes.spines.right": False,
          "font.family": "sans-serif"}
 
 
-def target_charts(name: str, target: dict, rows: list[dict]) -> list[dict]:
+def target_charts(name: str, target: TargetResult, rows: list[Row]) -> list[dict]:
     """Per target: quality vs bits per weight (the cliff), quality vs size and latency vs size, each with
     the SLA's limits drawn. Returns [{"id", "title", "svg"}]; none when nothing was measured."""
     import matplotlib
 
-    ran = sorted(measured(rows), key=lambda r: (-r["bits"], r["bytes"]))
+    ran = sorted(measured(rows), key=lambda r: (-r.bits_shown, r.bytes))
     if not ran:
         return []
-    sla = sla_of(target["sla"])
-    quality_name = target["baseline"]["quality"]["name"]
-    lines = {"floor": quality_floor(sla, target["baseline"]["quality"]["value"]),
-             "baseline": target["baseline"]["quality"]["value"], "size": sla.max_size_mb,
-             "latency": sla.max_latency_ms}
+    sla = Sla.of(target.sla)
+    quality_name = target.quality_name
+    lines = {"floor": quality_floor(sla, target.baseline_value), "baseline": target.baseline_value,
+             "size": sla.max_size_mb, "latency": sla.max_latency_ms}
     charts = []
     with matplotlib.rc_context(STYLE):
         for kind, title, draw in (
@@ -34,10 +34,10 @@ def target_charts(name: str, target: dict, rows: list[dict]) -> list[dict]:
             ("quality-size", f"{quality_name} vs size", _quality_size),
             ("latency-size", "latency (p50) vs size", _latency_size),
         ):
-            if kind == "latency-size" and all(r.get("latency_p50_ms") is None for r in ran):
+            if kind == "latency-size" and all(r.latency_p50_ms is None for r in ran):
                 continue  # an emulator takes no timings (the table says so): no chart rather than an empty one
             fig, ax = _figure()
-            draw(ax, ran, target.get("recommended"), lines, quality_name)
+            draw(ax, ran, target.recommended, lines, quality_name)
             chart_id = f"{_slug(name)}-{kind}"
             charts.append({"id": chart_id, "title": title, "svg": _svg(fig, chart_id)})
     return charts
@@ -50,8 +50,8 @@ def _figure():
     return fig, fig.add_subplot()
 
 
-def _color(row: dict) -> str:
-    return PASS if row["verdict"]["passed"] else FAIL
+def _color(row: Row) -> str:
+    return {PASS: GREEN, UNVERIFIED: AMBER}.get(row.verdict.status, RED)
 
 
 def _points(ax, rows, xs, ys, recommended, log_x: bool = False) -> None:
@@ -65,13 +65,13 @@ def _points(ax, rows, xs, ys, recommended, log_x: bool = False) -> None:
     span_y = (max(y for _, _, y in placed) - min(y for _, _, y in placed)) or 1.0
     seen: dict[tuple, int] = {}
     for (row, x, y), sx in zip(placed, scale_x):
-        ship = row["precision"] == recommended
+        ship = row.precision == recommended
         ax.scatter([x], [y], s=90 if ship else 28, marker="*" if ship else "o", color=SHIP if ship else _color(row),
                    zorder=3, edgecolors="white", linewidths=0.5)
         key = (round((sx - min(scale_x)) / span_x * 25), round((y - min(p[2] for p in placed)) / span_y * 25))
         stacked = seen.get(key, 0)
         seen[key] = stacked + 1
-        ax.annotate(row["precision"], (x, y), xytext=(5, 3 + 9 * stacked), textcoords="offset points", fontsize=7,
+        ax.annotate(row.precision, (x, y), xytext=(5, 3 + 9 * stacked), textcoords="offset points", fontsize=7,
                     color="#24292f")
 
 
@@ -82,8 +82,8 @@ def _limit(ax, value, horizontal: bool, label: str, color=LIMIT, style="--") -> 
 
 
 def _cliff(ax, rows, recommended, lines, quality_name) -> None:
-    bits = [r["bits"] for r in rows]
-    _points(ax, rows, bits, [r["quality"]["value"] for r in rows], recommended, log_x=True)
+    bits = [round(r.bits_shown, 2) for r in rows]  # what the files hold, when known
+    _points(ax, rows, bits, [r.quality.value for r in rows], recommended, log_x=True)
     ax.set_xscale("log", base=2)
     ticks = sorted(set(bits))
     ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
@@ -92,29 +92,29 @@ def _cliff(ax, rows, recommended, lines, quality_name) -> None:
     _limit(ax, lines["baseline"], True, "fp32 source", BASELINE, ":")
     if lines["floor"] is not None:
         _limit(ax, lines["floor"], True, f"SLA floor {lines['floor']:.3f}")
-        low = min([r["quality"]["value"] for r in rows] + [lines["floor"]])
-        ax.axhspan(low - 1, lines["floor"], color=FAIL, alpha=0.06, zorder=1)
-    _frame(ax, "bits per weight", quality_name, [r["quality"]["value"] for r in rows], lines)
+        low = min([r.quality.value for r in rows] + [lines["floor"]])
+        ax.axhspan(low - 1, lines["floor"], color=RED, alpha=0.06, zorder=1)
+    _frame(ax, "bits per weight", quality_name, [r.quality.value for r in rows], lines)
 
 
 def _quality_size(ax, rows, recommended, lines, quality_name) -> None:
-    _points(ax, rows, [r["size_mb"] for r in rows], [r["quality"]["value"] for r in rows], recommended)
+    _points(ax, rows, [r.size_mb for r in rows], [r.quality.value for r in rows], recommended)
     _limit(ax, lines["baseline"], True, "fp32 source", BASELINE, ":")
     if lines["floor"] is not None:
         _limit(ax, lines["floor"], True, f"SLA floor {lines['floor']:.3f}")
     _limit(ax, lines["size"], False, f"max size {lines['size']:g} MB" if lines["size"] is not None else "")
-    _frame(ax, "size (MB)", quality_name, [r["quality"]["value"] for r in rows], lines, x_from_zero=True)
+    _frame(ax, "size (MB)", quality_name, [r.quality.value for r in rows], lines, x_from_zero=True)
 
 
 def _latency_size(ax, rows, recommended, lines, quality_name) -> None:
-    p50 = [r.get("latency_p50_ms") for r in rows]
-    _points(ax, rows, [r["size_mb"] for r in rows], p50, recommended)
+    p50 = [r.latency_p50_ms for r in rows]
+    _points(ax, rows, [r.size_mb for r in rows], p50, recommended)
     for row in rows:  # a thin bar up to p90 shows the spread
-        if row.get("latency_p90_ms") is not None and row.get("latency_p50_ms") is not None:
-            ax.plot([row["size_mb"]] * 2, [row["latency_p50_ms"], row["latency_p90_ms"]], color=_color(row),
+        if row.latency_p90_ms is not None and row.latency_p50_ms is not None:
+            ax.plot([row.size_mb] * 2, [row.latency_p50_ms, row.latency_p90_ms], color=_color(row),
                     linewidth=0.8, alpha=0.6, zorder=2)
     _limit(ax, lines["size"], False, f"max size {lines['size']:g} MB" if lines["size"] is not None else "")
-    top = max((r.get("latency_p90_ms") or r.get("latency_p50_ms") or 0) for r in rows) * 1.3 or 1.0
+    top = max((r.latency_p90_ms or r.latency_p50_ms or 0) for r in rows) * 1.3 or 1.0
     limit = lines["latency"]
     if limit is not None and limit <= 3 * top:
         _limit(ax, limit, True, f"max p50 {limit:g} ms")

@@ -10,11 +10,37 @@ from pathlib import Path
 import click
 
 from . import __version__, quiet
-from .errors import EXIT_FAILED, EXIT_OK, UserError
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UserError
 
 # Exit codes: 0 pass, 1 a gate failed, 2 bad input (errors.py), 3 a bug, 4 a step ran out of time
-# (watchdog.py), 130/143 interrupted by SIGINT/SIGTERM.
+# (watchdog.py), 5 unverified: nothing failed but a limit could not be checked here, 130/143 interrupted
+# by SIGINT/SIGTERM.
 EXIT_INTERNAL = 3
+
+
+def _verdict_exit(results) -> int:
+    from .results import FAIL, PASS
+
+    return {PASS: EXIT_OK, FAIL: EXIT_FAILED}.get(results.status, EXIT_UNVERIFIED)
+
+
+class _Seconds(click.ParamType):
+    """A finite number of seconds of at least 1 (click's FloatRange lets nan and inf through)."""
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number) or number < 1:
+            self.fail(f"{value!r} must be a finite number of seconds, at least 1", param, ctx)
+        return number
+
+
+SECONDS = _Seconds()
 _signals: list[int] = []
 
 
@@ -153,7 +179,7 @@ def _stage_options(job, flags: dict, stage: str) -> dict:
               help="Bundle folder, written whole at the end or left as it was. Default: out in edge-pack.toml, "
                    "else dist.")
 @_with(job_flags)
-@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+@click.option("--timeout", type=SECONDS, default=3600, show_default=True,
               help="Seconds allowed for each export, conversion and validation step.")
 @calibration_flag
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout, nothing else.")
@@ -205,7 +231,7 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, a
               "Default: runtimes in edge-pack.toml, else each target's own.")
 @click.option("--device", help="Measure on a device instead of this machine: ssh://user@host[:port] (uses your "
               "OpenSSH client and ~/.ssh/config; add ?python=PATH for another Python there).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=900, show_default=True,
+@click.option("--timeout", type=SECONDS, default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
 @click.option("--source", "source_spec", metavar="ENTRY_OR_PATH",
@@ -221,8 +247,8 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
     the SLA, name the cheapest passing candidate per target, and write results.json, report.html,
     report.md and a release zip per target beside the bundle. Without PATH, the bundle at out in
     ./edge-pack.toml (built first from its source when it is not there yet). Exit 1 when a target has no
-    passing candidate."""
-    from .benchmark import bench as run_bench
+    passing candidate, 5 when one passes only what could be measured here (unverified)."""
+    from .benchmark import BenchOptions, measure
     from .manifest import MANIFEST
     from .pipeline import build as run_build
     from .terminal import verdict_table
@@ -249,27 +275,28 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
                       target_files=job.target_files, progress=not as_json, options=options)
             source_spec = source_spec or job.source  # the job's own source, just built from: its fp32 reference
     settings = job.bench
-    results = run_bench(path, targets=list(targets) or None, precisions=list(precisions) or None,
-                        eval_path=eval_path or job.eval, runs=runs or settings.get("runs", 20),
-                        warmup=settings.get("warmup", 3) if warmup is None else warmup,
-                        threads=threads or settings.get("threads"), seq_len=seq_len or settings.get("seq_len", 128),
-                        runtime=runtime or job.runtimes or None, timeout_s=timeout, allow_pickle=allow_pickle,
-                        trust_remote_code=trust_remote_code, progress=not as_json, config=job, device=device,
-                        runner_options=_stage_options(job, run_flags, "bench") or None,
-                        build_options=options, source=source_spec)
+    options = BenchOptions(eval_path=eval_path or job.eval, runs=runs or settings.get("runs", 20),
+                           warmup=settings.get("warmup", 3) if warmup is None else warmup,
+                           threads=threads or settings.get("threads"), seq_len=seq_len or settings.get("seq_len", 128),
+                           runtime=runtime or job.runtimes or None, timeout_s=timeout, progress=not as_json,
+                           runner_options={**_stage_options(job, run_flags, "bench"),
+                                           **({"device": device} if device else {})},
+                           build_options=options, source=source_spec)
+    results = measure(path, list(targets) or None, list(precisions) or None, options, job,
+                      allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     if as_json:
-        _emit_json(results)
+        _emit_json(results.to_json())
     else:
         _show(verdict_table(results))
         _say_where(Path(path), results)
-    return EXIT_OK if results["passed"] else EXIT_FAILED
+    return _verdict_exit(results)
 
 
-def _say_where(folder: Path, results: dict) -> None:
+def _say_where(folder: Path, results) -> None:
     from .report_files import REPORT_HTML
 
-    if (folder / REPORT_HTML).is_file() and results.get("releases") is not None:
-        for name in results["releases"].values():
+    if (folder / REPORT_HTML).is_file() and results.releases is not None:
+        for name in results.releases.values():
             click.echo(f"release bundle: {folder / name}")
         click.echo(f"report: {(folder / REPORT_HTML).resolve()}")
 
@@ -281,14 +308,20 @@ def _say_where(folder: Path, results: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout, nothing else.")
 def report(folder, screenshot, as_json) -> int:
     """Regenerate FOLDER/report.html and FOLDER/report.md from FOLDER/results.json."""
-    from .report_files import read_results, write_reports
+    from .manifest import MANIFEST, read_manifest
+    from .report_files import REPORT_HTML, REPORT_MD, write_reports
+    from .results import read_results, write_results_files
     from .staging import locked
 
     results = read_results(folder)
     with locked(folder):
-        paths = write_reports(folder, results)
-    written = {"html": str(paths["html"]), "md": str(paths["md"]), "passed": results.get("passed", False),
-               "recommended": {n: t.get("recommended") for n, t in results["targets"].items()}}
+        if (folder / MANIFEST).is_file():  # the manifest hashes the reports: record the new ones
+            write_results_files(folder, read_manifest(folder), results)
+        else:
+            write_reports(folder, results)
+    paths = {"html": folder / REPORT_HTML, "md": folder / REPORT_MD}
+    written = {"html": str(paths["html"]), "md": str(paths["md"]), "status": results.status, "passed": results.passed,
+               "recommended": {n: t.recommended for n, t in results.targets.items()}}
     if screenshot:
         from .screenshot import screenshot as take
 
@@ -314,23 +347,23 @@ def bundle() -> None:
 def merge(inputs, out, as_json) -> int:
     """Merge bundle folders (or release zips) of one source, each holding other targets, into OUT with
     one manifest, one results.json and the reports. Exit 1 when a merged target has no passing candidate
-    or was not measured."""
+    or was not measured, 5 when one passes only what could be measured (unverified)."""
     from .release import merge as run_merge
     from .terminal import verdict_table
 
     merged = run_merge(list(inputs), out)
     results = merged["results"]
     if as_json:
-        _emit_json(merged)
+        _emit_json({"manifest": merged["manifest"], "results": results and results.to_json()})
     else:
         if results is not None:
             _show(verdict_table(results))
-            for name in results.get("unmeasured", []):
+            for name in results.unmeasured:
                 click.echo(f"{name}: built but not measured")
         click.echo(f"merged {len(inputs)} bundles into {out}: {', '.join(merged['manifest']['targets'])}")
         if results is not None:
             _say_where(out, results)
-    return EXIT_OK if results is None or results["passed"] else EXIT_FAILED
+    return EXIT_OK if results is None else _verdict_exit(results)
 
 
 @cli.command()
@@ -374,13 +407,15 @@ def targets(as_json) -> int:
 def _target_rows() -> list[dict]:
     """Each target with what this machine lacks: Python modules, and per runtime anything else (Node, a
     browser, a device), each with how to install it."""
-    from .runners import runtime_missing
+    from .runners import runtime_here, runtime_missing
     from .targets import load_targets
 
     return [{"name": t.name, "description": t.description, "format": t.format, "precisions": list(t.precisions),
              "default_precisions": list(t.default_precisions), "runtime": t.runtime, "runtimes": list(t.runtimes),
              "missing": t.missing_modules(), "install_hint": t.install_hint,
-             "runtimes_missing": {r: runtime_missing(r) for r in t.runtimes}} for t in load_targets().values()]
+             "runtimes_missing": {r: runtime_missing(r) for r in t.runtimes},
+             "runtimes_here": {r: note for r in t.runtimes if (note := runtime_here(r))}}
+            for t in load_targets().values()]
 
 
 @cli.command()
@@ -398,7 +433,8 @@ def doctor(as_json) -> int:
                        else "[green]ok[/]")
             lines = [f"[bold]{row['name']}[/]: Python toolchain {modules}"]
             for runtime, missing in row["runtimes_missing"].items():
-                status = "[green]ok[/]" if not missing else "[red]not ready[/]"
+                here = row["runtimes_here"].get(runtime)
+                status = "[red]not ready[/]" if missing else f"[yellow]{here}[/]" if here else "[green]ok[/]"
                 lines.append(f"  runtime {runtime}{' (default)' if runtime == row['runtime'] else ''}: {status}")
                 lines += [f"    - {item}" for item in missing]
             _show("\n".join(lines))

@@ -4,41 +4,64 @@ flags override its keys. Unknown keys and wrong types are errors that name the k
 a typo in an SLA silently loosens a release gate. Relative paths are relative to the file's folder."""
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .sla import SLA_KEYS, Sla
+from .sla import CONFIDENCES, LIMITS, SLA_KEYS, Sla, limit_problem
 from .targets import SWEEP, declared_options, load_targets
 
 DEFAULT_FILE = "edge-pack.toml"
 BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1}  # integer settings and their minimum
-PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests")
-COST_KEYS = ("requests_per_month", *PRICE_KEYS, "currency")
+PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests", "price_per_gb_downloaded")
+COST_KEYS = ("requests_per_month", "downloads_per_month", *PRICE_KEYS, "currency")
+VOLUME_OF = {"price_per_device_hour": "requests_per_month", "price_per_million_requests": "requests_per_month",
+             "price_per_gb_downloaded": "downloads_per_month"}
 TOP_KEYS = ("source", "targets", "target_files", "precisions", "runtimes", "eval", "calibration", "out", "options",
             "bench", "sla", "cost")
 
 
 @dataclass(frozen=True)
 class Cost:
-    """What serving a candidate costs per month, from its p50 latency: device time (requests × latency ×
-    price per device-hour) and/or a price per million requests."""
-    requests_per_month: float
+    """What a candidate costs per month, as a sum of terms, each an estimate from stated inputs: device
+    time (requests × p50 latency × price per device-hour), a price per million requests, and the download
+    of the model itself (bytes × downloads × price per GB: every new visitor of a web app downloads it, and
+    a phone model ships in every app download)."""
+    requests_per_month: float = 0.0
     price_per_device_hour: float | None = None
     price_per_million_requests: float | None = None
+    downloads_per_month: float = 0.0
+    price_per_gb_downloaded: float | None = None
     currency: str = "USD"
 
-    def per_month(self, latency_ms: float | None) -> float | None:
-        total = 0.0
+    def terms(self, latency_ms: float | None, size_bytes: int) -> list[dict] | None:
+        """Each term with its amount and the inputs it came from; None when a term needs a latency that
+        was not measured."""
+        found = []
         if self.price_per_device_hour is not None:
             if latency_ms is None:
                 return None
-            total += self.requests_per_month * latency_ms / 3_600_000 * self.price_per_device_hour
+            found.append({"term": "device time", "amount": self.requests_per_month * latency_ms / 3_600_000
+                          * self.price_per_device_hour,
+                          "inputs": f"p50 {latency_ms:.1f} ms × {self.requests_per_month:,.0f} requests × "
+                                    f"{self.price_per_device_hour:g} {self.currency}/device-hour"})
         if self.price_per_million_requests is not None:
-            total += self.requests_per_month / 1e6 * self.price_per_million_requests
-        return total
+            found.append({"term": "requests", "amount": self.requests_per_month / 1e6 * self.price_per_million_requests,
+                          "inputs": f"{self.requests_per_month:,.0f} requests × {self.price_per_million_requests:g} "
+                                    f"{self.currency}/million"})
+        if self.price_per_gb_downloaded is not None:
+            found.append({"term": "model download", "amount": size_bytes / 1e9 * self.downloads_per_month
+                          * self.price_per_gb_downloaded,
+                          "inputs": f"{size_bytes / 1e6:.1f} MB × {self.downloads_per_month:,.0f} downloads × "
+                                    f"{self.price_per_gb_downloaded:g} {self.currency}/GB"})
+        return found
+
+    def per_month(self, latency_ms: float | None, size_bytes: int = 0) -> float | None:
+        found = self.terms(latency_ms, size_bytes)
+        return None if found is None else sum(t["amount"] for t in found)
 
     def describe(self) -> dict:
         terms = []
@@ -48,9 +71,14 @@ class Cost:
         if self.price_per_million_requests is not None:
             terms.append(f"{self.requests_per_month / 1e6:g} M requests/month × {self.price_per_million_requests:g} "
                          f"{self.currency} per million requests")
+        if self.price_per_gb_downloaded is not None:
+            terms.append(f"model size × {self.downloads_per_month:,.0f} downloads/month × "
+                         f"{self.price_per_gb_downloaded:g} {self.currency} per GB downloaded")
         return {"requests_per_month": self.requests_per_month, "price_per_device_hour": self.price_per_device_hour,
-                "price_per_million_requests": self.price_per_million_requests, "currency": self.currency,
-                "formula": " + ".join(terms)}
+                "price_per_million_requests": self.price_per_million_requests,
+                "downloads_per_month": self.downloads_per_month,
+                "price_per_gb_downloaded": self.price_per_gb_downloaded, "currency": self.currency,
+                "formula": " + ".join(terms) + " (an estimate from these inputs)"}
 
 
 @dataclass
@@ -181,7 +209,8 @@ class _Reader:
         return value
 
     def number(self, key: str, value, minimum: float = 0) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < minimum):
             self.fail(key, f"must be a number of at least {minimum:g}, not {value!r}" if minimum
                       else f"must be a non-negative number, not {value!r}")
         return float(value)
@@ -248,9 +277,26 @@ class _Reader:
     def sla_values(self, table: dict, prefix: str, targets: tuple[str, ...]) -> dict:
         values = {}
         for key, value in self.own_keys(table, prefix, SLA_KEYS, targets):
-            self.number(f"{prefix}.{key}", value)
-            if key == "min_accuracy_ratio" and value > 1.5:
-                self.fail(f"{prefix}.{key}", f"is a share of the baseline (e.g. 0.98), not {value!r}")
+            if key == "unverified_ok":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    self.fail(f"{prefix}.{key}", f"must be a list of limit names, e.g. [\"max_latency_ms\"], not {value!r}")
+                names = value
+                for name in names:
+                    if name not in LIMITS:
+                        self.fail(f"{prefix}.{key}", f"names {name!r}, which is not a limit ({', '.join(LIMITS)})")
+                values[key] = tuple(names)
+                continue
+            if key == "confidence":
+                low, high = CONFIDENCES
+                if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                        or not low <= value <= high):
+                    self.fail(f"{prefix}.{key}", f"must be a finite number from {low:g} to {high:g} (e.g. 0.95), "
+                                                 f"not {value!r}")
+                values[key] = float(value)
+                continue
+            problem = limit_problem(key, value)
+            if problem:
+                self.fail(f"{prefix}.{key}", problem)
             values[key] = float(value)
         return values
 
@@ -261,10 +307,11 @@ class _Reader:
         return values
 
     def cost(self, values: dict, prefix: str) -> Cost:
-        if "requests_per_month" not in values:
-            self.fail(prefix, "needs requests_per_month (how many requests a month the model serves)")
         if not any(k in values for k in PRICE_KEYS):
             self.fail(prefix, f"needs a price: {' or '.join(PRICE_KEYS)}")
+        for price, volume in VOLUME_OF.items():
+            if price in values and volume not in values:
+                self.fail(prefix, f"sets {price} but not {volume} (how many a month)")
         return Cost(**values)
 
 

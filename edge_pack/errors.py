@@ -4,6 +4,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # the job ran, but a gate failed: no candidate meets the SLA, a file does not verify
 EXIT_USAGE = 2  # bad input: nothing was built
+# 3 a bug, 4 a step ran out of time (cli.py, watchdog.py)
+EXIT_UNVERIFIED = 5  # nothing failed, but a limit could not be checked here (e.g. latency on an emulator)
 
 
 class UserError(Exception):

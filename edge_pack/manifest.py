@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
-from .hashing import file_sha256
+from .hashing import file_sha256, text_sha256
 from .staging import write_atomic
 
 SCHEMA = 1
@@ -19,6 +19,12 @@ REQUIRED = {"schema": int, "source": dict, "tool": dict, "artifacts": list}
 
 def file_entry(path: Path, root: Path) -> dict:
     return {"path": path.relative_to(root).as_posix(), "sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def text_entry(name: str, text: str) -> dict:
+    """The entry of a file not written yet, from its text."""
+    data = text.encode()
+    return {"path": name, "sha256": text_sha256(text), "bytes": len(data)}
 
 
 def read_document(folder: Path, name: str, missing: str, remedy: str):

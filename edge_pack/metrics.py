@@ -101,24 +101,25 @@ def intrinsic(kind: str, vectors: list[np.ndarray], samples: list[dict]) -> dict
     return {"perplexity": float(np.exp(nll / max(count, 1))), "scored_tokens": count}
 
 
-def accuracy(kind: str, vectors: list[np.ndarray], labels: np.ndarray) -> float:
-    """Labeled accuracy: argmax for classifiers. For embedders, leave-one-out nearest-centroid: each text
-    is assigned the label whose other texts' mean embedding is closest (steadier than 1-NN on small sets)."""
+def correct(kind: str, vectors: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """Which samples are answered right: argmax for classifiers. For embedders, leave-one-out
+    nearest-centroid: each text is assigned the label whose other texts' mean embedding is closest
+    (steadier than 1-NN on small sets). Per sample, so two models can be compared pair by pair."""
     stacked = np.stack(vectors)
     if kind != EMBEDDING:
-        return float(np.mean(stacked.argmax(axis=1) == labels))
+        return stacked.argmax(axis=1) == labels
     unit = stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-12)
     classes = np.unique(labels)
     sums = np.stack([unit[labels == c].sum(axis=0) for c in classes])
     counts = np.array([(labels == c).sum() for c in classes], dtype=np.float64)
-    correct = 0
+    right = []
     for vector, label in zip(unit, labels):
         own = classes == label
         centroids = (sums - own[:, None] * vector) / np.maximum(counts - own, 1)[:, None]
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
         scores = np.where(counts - own > 0, centroids @ vector, -np.inf)
-        correct += classes[scores.argmax()] == label
-    return float(correct / len(labels))
+        right.append(classes[scores.argmax()] == label)
+    return np.array(right, dtype=bool)
 
 
 def headline(kind: str, metrics: dict, labeled: bool) -> tuple[str, float]:

@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 from . import __version__
 from .errors import UserError
 from .files import link_or_copy, safe_stem
-from .manifest import MANIFEST, RESULTS, SCHEMA, file_entry, listed_files, read_manifest, write_manifest
-from .staging import locked, staged_folder, umask, write_atomic
+from .manifest import MANIFEST, RESULTS, SCHEMA, file_entry, listed_files, read_manifest, text_entry, write_manifest
+from .results import Results, read_results, write_results_files
+from .staging import locked, staged_folder, umask
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same files give the same zip
 
@@ -40,14 +41,14 @@ def safe_member(name: str, where: str) -> str:
 
 # ------------------------------------------------------------------------------------------- writing
 
-def write_release_zips(bundle: Path, manifest: dict, results: dict) -> dict[str, dict]:
+def write_release_zips(bundle: Path, manifest: dict, results: Results) -> dict[str, dict]:
     """One zip per measured target with a recommended candidate; returns {target: manifest file entry}.
     Zips of an earlier bench that are no longer backed by a recommendation are removed."""
     written = {}
-    for name, target in results["targets"].items():
-        if target.get("recommended"):
+    for name, target in results.targets.items():
+        if target.recommended:
             path = bundle / release_name(manifest, name)
-            write_zip(path, bundle, *_release_contents(manifest, results, name, target["recommended"]))
+            write_zip(path, bundle, *_release_contents(manifest, results, name, target.recommended))
             written[name] = file_entry(path, bundle)
     for old in manifest.get("releases", {}).values():
         if old["path"] not in {e["path"] for e in written.values()}:
@@ -55,19 +56,19 @@ def write_release_zips(bundle: Path, manifest: dict, results: dict) -> dict[str,
     return written
 
 
-def _release_contents(manifest: dict, results: dict, name: str, precision: str) -> tuple[list[str], dict]:
+def _release_contents(manifest: dict, results: Results, name: str, precision: str) -> tuple[list[str], dict]:
+    """The files of the shipped artifact, and the zip's own manifest and results.json (hashed in it)."""
     artifacts = [a for a in manifest["artifacts"] if a["target"] == name and a["precision"] == precision]
+    target_results = results.only(name).dumps()
     own = {
-        **{k: v for k, v in manifest.items() if k not in ("targets", "artifacts", "rejected", "verdict", "releases")},
+        **{k: v for k, v in manifest.items()
+           if k not in ("targets", "artifacts", "rejected", "verdict", "releases", "results_files")},
         "targets": {name: manifest["targets"][name]}, "artifacts": artifacts, "rejected": [],
         "verdict": {name: manifest.get("verdict", {}).get(name)},
+        "results_files": [text_entry(RESULTS, target_results)],
     }
-    target_results = {**{k: v for k, v in results.items() if k != "releases"},
-                      "targets": {name: results["targets"][name]},
-                      "rows": [r for r in results["rows"] if r["target"] == name],
-                      "passed": results["targets"][name]["passed"]}
-    files = [f["path"] for f in listed_files(own)]
-    extra = {MANIFEST: json.dumps(own, indent=2) + "\n", RESULTS: json.dumps(target_results, indent=2) + "\n"}
+    files = [f["path"] for f in listed_files(own) if f["path"] != RESULTS]
+    extra = {MANIFEST: json.dumps(own, indent=2) + "\n", RESULTS: target_results}
     return files, extra
 
 
@@ -136,7 +137,6 @@ def extract_zip(path: Path, dest: Path) -> None:
 def merge(inputs: list[Path], out: Path) -> dict:
     """Join bundles (folders or release zips) of one source, each holding other targets, into `out`.
     Returns {"manifest", "results" (None when no input was measured)}."""
-    from .report_files import write_reports
     from .verify import verify
 
     if not inputs:
@@ -149,7 +149,7 @@ def merge(inputs: list[Path], out: Path) -> dict:
             if not report["ok"]:
                 kind = next(k for k in ("missing", "altered", "unlisted") if report[k])
                 raise UserError(f"{given} does not match its manifest ({kind}: {report[kind][0]}); rebuild it")
-            results = json.loads((folder / RESULTS).read_text()) if (folder / RESULTS).is_file() else None
+            results = read_results(folder) if (folder / RESULTS).is_file() else None
             manifest = read_manifest(folder)
             if folder != Path(given):  # a release zip is its target's release in the merged bundle too
                 manifest["releases"] = {name: file_entry(Path(given), Path(given).parent)
@@ -165,10 +165,10 @@ def merge(inputs: list[Path], out: Path) -> dict:
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     from_zip = folder != given and entry["path"] == given.name
                     link_or_copy(given if from_zip else folder / entry["path"], destination)
-            write_manifest(work, manifest)
             if results is not None:
-                write_atomic(work / RESULTS, json.dumps(results, indent=2) + "\n")
-                write_reports(work, results)
+                write_results_files(work, manifest, results)
+            else:
+                write_manifest(work, manifest)
     return {"manifest": manifest, "results": results}
 
 
@@ -224,19 +224,20 @@ def _merged_manifest(parts) -> dict:
     return merged
 
 
-def _merged_results(parts, manifest: dict, out: Path) -> dict | None:
-    measured = [(given, results) for given, _, _, results in parts if results is not None]
+def _merged_results(parts, manifest: dict, out: Path) -> Results | None:
+    measured = [results for _, _, _, results in parts if results is not None]
     if not measured:
         return None
-    first = measured[0][1]
+    first = measured[0]
     targets, rows = {}, []
-    for _, results in measured:
-        for name, target in results["targets"].items():
-            targets[name] = {**target, "options": target.get("options", results.get("options")),
-                             "tool": manifest["targets"].get(name, {}).get("tool", results.get("tool"))}
-        rows += results["rows"]
-    unmeasured = [name for name in manifest["targets"] if name not in targets]
-    return {**first, "edge_pack": __version__, "bundle": str(Path(out).resolve()), "tool": manifest["tool"],
-            "targets": targets, "rows": rows, "unmeasured": unmeasured,
-            "releases": {name: entry["path"] for name, entry in manifest["releases"].items()},
-            "passed": all(t["passed"] for t in targets.values()) and not unmeasured}
+    for results in measured:
+        for name, target in results.targets.items():
+            target.options = target.options or results.options
+            target.tool = manifest["targets"].get(name, {}).get("tool", results.tool)
+            targets[name] = target
+        rows += results.rows
+    return Results(source=first.source, targets=targets, rows=rows, edge_pack=__version__,
+                   bundle=str(Path(out).resolve()), created=first.created, tool=manifest["tool"],
+                   options=first.options, sla_file=first.sla_file,
+                   releases={name: entry["path"] for name, entry in manifest["releases"].items()},
+                   unmeasured=[name for name in manifest["targets"] if name not in targets])

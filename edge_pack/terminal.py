@@ -7,21 +7,28 @@ from rich.table import Table
 from rich.text import Text
 
 from .decide import number as _num
+from .report_files import sla_text
+from .results import FAIL, HEADLINES, PASS, UNVERIFIED, Results, Row, TargetResult
 
 
-def _quality(row: dict) -> str:
-    quality = row.get("quality")
+def _quality(row: Row) -> str:
+    quality = row.quality
     if not quality:
         return "—"
-    text = f"{quality['value']:.3f}"
-    if quality.get("delta") is not None and quality["name"].endswith("accuracy"):
-        text += f" ({quality['delta'] * 100:+.1f} pt)"
+    text = f"{quality.value:.3f}"
+    if quality.name.endswith("accuracy"):
+        text += f" ({quality.delta * 100:+.1f} pt)"
+    certainty = quality.certainty
+    if certainty:  # the 95 % interval, and the paired test when it says the difference is real
+        low, high = certainty["interval"]
+        text += f"\n[dim]{low:.2f}–{high:.2f}" + (f" p={certainty['p_value']:.2f}" if certainty["p_value"] < 0.05
+                                                   else "") + "[/]"
     return text
 
 
-def _agreement(row: dict) -> str:
+def _agreement(row: Row) -> str:
     """Label-free agreement with fp32, shown beside a labeled accuracy: top-1 for classifiers, cosine else."""
-    found = row.get("metrics") or {}
+    found = row.metrics
     if "kl_divergence" in found:
         return f"KL {found['kl_divergence']:.4f}"
     if "top1_agreement" in found:
@@ -29,25 +36,25 @@ def _agreement(row: dict) -> str:
     return f"cos {found['cosine_mean']:.4f}" if "cosine_mean" in found else "—"
 
 
-def _metric(row: dict, key: str) -> str:
-    return _num((row.get("metrics") or {}).get(key))
+def _metric(row: Row, key: str) -> str:
+    return _num(row.metrics.get(key))
 
 
-def _extra_columns(rows: list[dict]) -> list[tuple[str, object]]:
+def _extra_columns(rows: list[Row]) -> list[tuple[str, object]]:
     """Columns for what only some runtimes measure (a decoder's perplexity and tokens/s, the bandwidth
     estimate of a board's generation speed), shown when a row of the target has them."""
-    found = [r.get("metrics") or {} for r in rows]
+    found = [r.metrics for r in rows]
     columns = []
     if any("perplexity" in m for m in found):
         columns.append(("ppl", lambda r: _metric(r, "perplexity")))
     if any("tg_tokens_per_s" in m for m in found):
         columns.append(("pp / tg tok/s", lambda r: f"{_metric(r, 'pp_tokens_per_s')} / {_metric(r, 'tg_tokens_per_s')}"))
-    profiles = next((r["estimates"] for r in rows if r.get("estimates")), {})
+    profiles = next((r.estimates for r in rows if r.estimates), {})
     if profiles:
         def estimate(row):
             cells = []
             for key in profiles:
-                found = (row.get("estimates") or {}).get(key)
+                found = row.estimates.get(key)
                 ratio = found.get("measured_ratio") if found else None
                 cells.append("—" if not found else f"≈{_num(found['tg_tokens_per_s'])}"
                              + (f" (measured {ratio:.0%})" if ratio is not None else ""))
@@ -57,61 +64,77 @@ def _extra_columns(rows: list[dict]) -> list[tuple[str, object]]:
     return columns
 
 
-def verdict_table(results: dict) -> Group:
-    """target · precision · size · quality (Δ) · latency · pass/fail, then the recommendation per target."""
+MARKS = {PASS: "green", UNVERIFIED: "yellow", FAIL: "red"}
+
+
+def _result(row: Row, target: TargetResult) -> str:
+    verdict = row.verdict
+    word, _, rest = verdict.summary().partition(" ")
+    mark = f"[{MARKS[verdict.status]}]{word}[/]" + (f" {escape(rest)}" if rest else "")
+    if row.precision == target.recommended:
+        mark += " [bold]★ ship[/]"
+    mark += "".join(f"\n[yellow]⚠ {escape(w)}[/]" for w in [*row.warnings, *verdict.notes])
+    return mark
+
+
+def _p50(row: Row) -> str:
+    if row.latency_note:
+        return f"[yellow]{row.latency_note}[/]"
+    interval = (row.latency or {}).get("p50_interval")
+    text = _num(row.latency_p50_ms)
+    return f"{text}\n[dim]{_num(interval[0])}–{_num(interval[1])}[/]" if interval else text
+
+
+def verdict_table(results: Results) -> Group:
+    """target · precision · size · quality (Δ, interval) · latency (interval) · verdict, then the
+    recommendation per target and the bench's headline."""
     parts = []
-    for name, target in results["targets"].items():
-        target_rows = [r for r in results["rows"] if r["target"] == name]
+    for name, target in results.targets.items():
+        target_rows = results.rows_of(name)
         extra = _extra_columns(target_rows)
-        quality = target["baseline"]["quality"]
-        table = Table(title=f"{name} — measured on {target.get('measured_on', target['runtime'])} ({target['threads']} thread"
-                            f"{'s' if target['threads'] > 1 else ''})", title_justify="left")
-        cost = target.get("cost")
-        if cost:
-            extra.append((f"{cost['currency']}/month", lambda r: f"{r['cost_per_month']:,.2f}"
-                          if r.get("cost_per_month") is not None else "—"))
-        for header, justify in (("target", "left"), ("precision", "left"), ("size MB", "right"),
-                                (quality["name"], "right"), ("vs fp32", "right"), ("p50 ms", "right"),
+        table = Table(title=f"{name} — measured on {target.measured_on} ({target.threads} thread"
+                            f"{'s' if target.threads > 1 else ''})", title_justify="left")
+        if target.cost:
+            extra.append((f"{target.cost['currency']}/month", lambda r: f"{r.cost_per_month:,.2f}"
+                          if r.cost_per_month is not None else "—"))
+        for header, justify in (("target", "left"), ("precision", "left"), ("bits", "right"), ("size MB", "right"),
+                                (target.quality_name, "right"), ("vs fp32", "right"), ("p50 ms", "right"),
                                 ("p90 ms", "right"), ("load ms", "right"),
                                 *((header, "right") for header, _ in extra), ("result", "left")):
             table.add_column(header, justify=justify)
-        for row in (r for r in results["rows"] if r["target"] == name):
-            verdict = row["verdict"]
-            mark = ("[green]pass[/]" + (" [bold]★ ship[/]" if row["precision"] == target["recommended"] else "")
-                    if verdict["passed"] else "[red]fail[/]: " + "; ".join(verdict["reasons"]))
-            if verdict.get("unchecked"):
-                mark += " [yellow](latency not checked)[/]"
-            mark += "".join(f"\n[yellow]⚠ {w}[/]" for w in row.get("warnings", []))
-            p50 = f"[yellow]{row['latency_note']}[/]" if row.get("latency_note") else _num(row.get("latency_p50_ms"))
-            table.add_row(name, row["precision"], _num(row['size_mb']), _quality(row), _agreement(row),
-                          p50, _num(row.get("latency_p90_ms")), _num(row.get("load_ms")),
-                          *(cell(row) for _, cell in extra), mark)
-        for rejected in target.get("rejected_at_build", []):
+        for row in target_rows:
+            table.add_row(name, row.precision, _bits(row), _num(row.size_mb), _quality(row), _agreement(row),
+                          _p50(row), _num(row.latency_p90_ms), _num(row.load_ms),
+                          *(cell(row) for _, cell in extra), _result(row, target))
+        for rejected in target.rejected_at_build:
             status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
-            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", *("—" for _ in extra),
+            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", "—", *("—" for _ in extra),
                           f"{status}: {rejected['reason']}")
-        sla = ", ".join(f"{k} {v:g}" for k, v in target["sla"].items()) or "none"
         notes = [
-            f"baseline: {target['baseline']['origin']}, {quality['name']} {quality['value']:.3f}"
-            f" · inputs: {target['eval']} · SLA: {sla}",
+            f"baseline: {target.baseline['origin']}, {target.quality_name} {target.baseline_value:.3f}"
+            f" · inputs: {target.eval} · SLA: {sla_text(target.sla)}",
         ]
-        base = target["baseline"].get("metrics") or {}
+        base = target.baseline.get("metrics") or {}
         if "perplexity" in base:
             notes.append(f"baseline perplexity {base['perplexity']:.3f} on {base['scored_tokens']} tokens")
-        device = next((r["host"] for r in target_rows if (r.get("host") or {}).get("address")), None)
+        device = next((r.host for r in target_rows if (r.host or {}).get("address")), None)
         if device:
             notes.append(f"device: {device['address']} — {device.get('device_model') or device.get('cpu')}, "
                          f"{device.get('ram_mb')} MB RAM, {device.get('os')}")
         if extra and any(header.startswith("est.") for header, _ in extra):
             notes.append("est. = generation ceiling from memory bandwidth (bandwidth ÷ bytes of weights), "
                          "an estimate, not a measurement")
-        if target.get("cliff"):
-            notes.append(f"cliff: {escape(target['cliff']['text'])}")
-        decision = target.get("decision", {}).get("text") or (
-            f"{name}: ship {target['recommended']}" if target["recommended"] else f"{name}: no candidate meets the SLA")
-        notes.append(f"[bold {'green' if target['recommended'] else 'red'}]{escape(decision)}[/]")
+        if target.cliff:
+            notes.append(f"cliff: {escape(target.cliff['text'])}")
+        notes.append(f"[bold {MARKS[target.status]}]{escape(target.decision.text)}[/]")
         parts += [table, *(Text.from_markup(n) for n in notes), Text("")]
+    parts.append(Text.from_markup(f"[bold {MARKS[results.status]}]verdict: {HEADLINES[results.status]}[/]"))
     return Group(*parts)
+
+
+def _bits(row: Row) -> str:
+    """Bits per weight the file holds; the precision's nominal bits are its name."""
+    return f"{row.bits_shown:.3g}"
 
 
 def build_table(manifest: dict) -> Group:
@@ -136,8 +159,9 @@ def targets_table(rows: list[dict]) -> Table:
     for row in rows:
         precisions = " ".join(f"[bold]{p}[/]" if p in row["default_precisions"] else p for p in row["precisions"])
         status = "[green]installed[/]" if not row["missing"] else f"[red]missing {', '.join(row['missing'])}[/] — {row['install_hint']}"
-        runtimes = "\n".join(f"{name} [green]ready[/]" if not missing else
-                             f"{name} [red]not ready[/] — {'; '.join(missing)} (see edge-pack doctor)"
+        here = row.get("runtimes_here", {})
+        runtimes = "\n".join(f"{name} [red]not ready[/] — {'; '.join(missing)} (see edge-pack doctor)" if missing else
+                             f"{name} [yellow]{here[name]}[/]" if name in here else f"{name} [green]ready[/]"
                              for name, missing in row.get("runtimes_missing", {n: [] for n in row["runtimes"]}).items())
         table.add_row(row["name"], row["format"], precisions, runtimes, status)
     return table

@@ -1,5 +1,6 @@
-"""verify: a bundle still is what its manifest says — every file present, unaltered and listed — and,
-with deep=True, every artifact still loads and runs on its runtime."""
+"""verify: a bundle still is what its manifest says — every file present, unaltered and listed, results.json
+and the reports as bench wrote them — and, with deep=True, every artifact still loads and runs on its
+runtime."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 from .errors import RunnerError
 from .evalset import Preprocessor, make_evalset
 from .hashing import file_sha256
-from .manifest import OWN_FILES, listed_files, read_manifest
+from .manifest import OWN_FILES, RESULTS, listed_files, read_manifest
 from .measure import run_artifact
 from .runners import RunOptions
 from .source import InputSpec
@@ -29,6 +30,15 @@ def verify(folder: str | Path, deep: bool = False) -> dict:
             missing.append(entry["path"])
         elif path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
             altered.append(entry["path"])
+    for entry in manifest.get("results_files", []):  # results.json and the reports, hashed after bench
+        listed.add(entry["path"])
+        path = folder / entry["path"]
+        if not path.is_file():
+            missing.append(entry["path"])
+        elif not path.resolve().is_relative_to(folder.resolve()) or file_sha256(path) != entry["sha256"]:
+            altered.append(entry["path"])
+    if (folder / RESULTS).is_file() and RESULTS not in listed:
+        altered.append(f"{RESULTS} (its hash is not in the manifest: rerun edge-pack bench)")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     report = {"checked": len(listed), "missing": sorted(missing), "altered": sorted(altered),
               "unlisted": sorted(present - listed - OWN_FILES)}

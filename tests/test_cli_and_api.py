@@ -28,6 +28,10 @@ def test_usage_errors_exit_2():
     assert run_cli("build").code == 2  # missing SOURCE
     assert run_cli("bench", ".", "--runs", "many").code == 2
     assert run_cli("frobnicate").code == 2
+    for number in ("nan", "inf", "0"):  # issue 14, item 1: a limit that cannot be compared is refused
+        for command in ("build", "bench"):
+            run = run_cli(command, ".", "--timeout", number)
+            assert run.code == 2 and "--timeout" in run.stderr and "finite number" in run.stderr, run.stderr
 
 
 def test_targets_lists_precisions_defaults_and_toolchain():
@@ -39,6 +43,16 @@ def test_targets_lists_precisions_defaults_and_toolchain():
     assert web["missing"] == []  # onnx, onnxruntime and optimum are installed here
     table = run_cli("targets")
     assert "web" in table.stdout and "installed" in table.stdout
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="Core ML itself runs on macOS")
+def test_targets_and_doctor_say_core_ml_does_not_run_here():
+    """issue 14, item 9: `coreml ready` on Linux, where Core ML cannot run."""
+    ios = next(t for t in run_cli("targets", "--json").json() if t["name"] == "ios")
+    assert ios["runtimes_here"]["coreml"].startswith("macOS only — the emulator measures here")
+    table = run_cli("targets").stdout
+    assert "coreml ready" not in table and "macOS only" in table
+    assert "runtime coreml (default): macOS only" in run_cli("doctor").stdout
 
 
 def test_json_output_is_pure_json(tmp_path, topic_classifier):

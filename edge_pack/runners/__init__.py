@@ -5,4 +5,15 @@ from __future__ import annotations
 
 from ..contracts import RunOptions, RunResult, get_runner, runtime_missing
 
-__all__ = ["RunOptions", "RunResult", "get_runner", "runtime_missing"]
+__all__ = ["RunOptions", "RunResult", "get_runner", "runtime_here", "runtime_missing"]
+
+
+def runtime_here(name: str) -> str | None:
+    """What this machine runs for the runner `name` when it is not the runtime itself (Core ML on Linux:
+    the emulator), from the runner's optional here(); None when the runtime itself runs here."""
+    try:
+        runner = get_runner(name)
+    except ImportError:
+        return None
+    note = getattr(runner, "here", None)
+    return note() if note else None

@@ -10,6 +10,11 @@ from . import RunOptions, RunResult, coreml_emulator
 from .local import run_harness
 
 
+def here() -> str | None:
+    """What runs on this machine instead, when not Core ML itself."""
+    return None if sys.platform == "darwin" else "macOS only — the emulator measures here (no device latency)"
+
+
 def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
     if sys.platform != "darwin":
         return coreml_emulator.run(files, samples, latency_input, options)
