@@ -63,8 +63,8 @@ def torch_greedy(llama, asks) -> list[list[int]]:
 
 
 def _answers(runtime: str, bundle: Path, precision: str, asks: list[dict]) -> list[dict]:
-    options = RunOptions(warmup=0, runs=0, task="text-generation", extra={"asks": asks})
-    return get_runner(runtime).run([bundle / "web" / "onnx" / FILES[precision]], [], None, options).answers
+    options = RunOptions(warmup=0, runs=0, task="text-generation")
+    return get_runner(runtime).run([bundle / "web" / "onnx" / FILES[precision]], [], None, options, asks=asks).answers
 
 
 def _same_sequence(answers: list[dict], reference: list[list[int]]) -> float:

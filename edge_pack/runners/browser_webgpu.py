@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunnerError
-from . import RunOptions, RunResult
+from . import RunOptions, RunResult, with_asks
 from . import transformers_js
 
 NAME = "Transformers.js (Chromium, WebGPU)"
@@ -24,7 +24,9 @@ def missing() -> list[str]:
     return transformers_js.missing(browser=True)
 
 
-def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions,
+        asks=None) -> RunResult:
+    options = with_asks(options, asks)
     wasm = transformers_js.measure("browser.mjs", files, samples, None, replace(options, runs=0, warmup=0),
                                    browser=True)
     options = replace(options, extra={**options.extra, "web_device": "webgpu"})

