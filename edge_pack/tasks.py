@@ -62,7 +62,8 @@ def read_tasks(path: Path, default_scorer: str = DEFAULT_SCORER) -> list[TaskRow
     try:
         handle = open(path, errors="replace")
     except OSError as exc:
-        raise UserError(f"cannot read task file {path} ({exc.strerror}); give a .jsonl file of rows like {EXAMPLE}") from None
+        raise UserError(f"cannot read task file {path} ({exc.strerror}); give a .jsonl file of rows like "
+                        f"{EXAMPLE}") from None
     rows, seen = [], {}
     with handle:
         for number, line in enumerate(handle, 1):
@@ -84,7 +85,8 @@ def _parse(path: Path, number: int, line: str, default_scorer: str) -> TaskRow:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise UserError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object like {EXAMPLE}") from None
+        raise UserError(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object like "
+                        f"{EXAMPLE}") from None
     if not isinstance(row, dict):
         raise UserError(f"{where}: expected a JSON object like {EXAMPLE}")
     unknown = sorted(set(row) - set(FIELDS))

@@ -23,7 +23,8 @@ LM_EVAL = Path(sys.prefix) / "lm-eval"  # the environment's own folder (Makefile
 @pytest.fixture(scope="module")
 def lm_eval():
     if not (LM_EVAL / "lm_eval").is_dir():
-        pytest.fail(f"lm-eval is not installed in {LM_EVAL}: run `make lm-eval` (make test does it first)", pytrace=False)
+        pytest.fail(f"lm-eval is not installed in {LM_EVAL}: run `make lm-eval` (make test does it first)",
+                    pytrace=False)
     if str(LM_EVAL) not in sys.path:
         sys.path.append(str(LM_EVAL))  # appended: nothing of edge-pack's environment is shadowed
     from lm_eval.api import metrics, model
@@ -63,17 +64,17 @@ NUMBERS = ["The answer is 8.", "8", "-3 apples", "$1,234.50 total", "2+2*3 = 8",
            "no digits here", "1.", ". 7", "x-1y", "v2.0.1", "3,", "10 - 2 = 8", "$", "1,000,000 people", "-.5"]
 
 
-def test_number_takes_the_first_match_of_gsm8ks_flexible_extract(lm_eval):
+def test_number_is_gsm8ks_flexible_extract(lm_eval):
     pattern = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"  # gsm8k.yaml's flexible-extract, written out as the task has it
-    first = lm_eval.extraction.RegexFilter(regex_pattern=pattern, group_select=0, fallback="[invalid]")
-    found = first.apply([NUMBERS], None)[0]
+    flexible = lm_eval.extraction.RegexFilter(regex_pattern=pattern, group_select=-1, fallback="[invalid]")
+    found = flexible.apply([NUMBERS], None)[0]
     for text, theirs in zip(NUMBERS, found):
         assert (extract_number(text) or "[invalid]") == theirs, text
 
 
 def test_number_cleans_as_gsm8k_and_compares_within_the_tolerance(lm_eval):
     ignore = [",", "\\$", "(?s).*#### ", "\\.$"]  # gsm8k's regexes_to_ignore
-    for text, answer in [("$1,234.50 total", "1234.50"), ("The answer is 8.", "8"), ("1,000,000 people", "1000000")]:
+    for text, answer in [("$1,234.50 total", "1234.50"), ("So 2+6 is 8.", "8"), ("1,000,000 people", "1000000")]:
         theirs = lm_eval.metrics.exact_match_hf_evaluate([extract_number(text)], [answer], regexes_to_ignore=ignore)
         assert theirs["exact_match"] == 1.0 and is_correct(_row(answer, "number"), text), text
     assert is_correct(_row("8", "number"), "8.0000001")
@@ -81,6 +82,7 @@ def test_number_cleans_as_gsm8k_and_compares_within_the_tolerance(lm_eval):
     assert is_correct(_row("8", "number", tolerance=0.5), "8.4")
     assert not is_correct(_row("8", "number"), "no number")
     assert not is_correct(_row("8", "number"), "18")
+    assert is_correct(_row("5", "number"), "2 + 3 = 5")  # the last number: a restated question comes first
 
 
 def test_contains_and_regex():
