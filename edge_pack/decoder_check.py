@@ -19,7 +19,7 @@ class LogitAgreement:
 def load_torch(model_dir: Path):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype="float32").eval()
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32").eval()
 
 
 def torch_logits(model, tokens: list[int]) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Decoders on the phone targets, on the tiny Llama of tests/models.py: LiteRT's prefill/decode signatures
-over a KV cache (litert-torch's generative converter, run by the LiteRT interpreter), against the fp32
-torch source. One conversion per precision, cached across runs."""
+"""Decoders on the phone targets, on the tiny Llama of tests/models.py, against the fp32 torch source:
+LiteRT's prefill/decode signatures over a KV cache (litert-torch's generative converter, run by the LiteRT
+interpreter), and the iOS 18 Core ML program with the KV cache as state (run by the MIL emulator, which
+executes the program itself: Core ML cannot run on Linux). One conversion per precision, cached across runs."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ from edge_pack.runners import RunOptions
 
 pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edge-pack[android]')")
 
-from edge_pack.converters import litert_decoder  # noqa: E402
+from edge_pack.converters import coreml_decoder, litert_decoder  # noqa: E402
+from edge_pack.runners import coreml_decoder as coreml_runner  # noqa: E402
 from edge_pack.runners import litert_decoder as litert_runner  # noqa: E402
 
 NEW_TOKENS = 16
@@ -107,6 +109,54 @@ def test_android_litertlm_bundle_holds_the_tokenizer(android, tiny_llama, tmp_pa
     assert b"TFL3" in data  # the flatbuffer inside
 
 
+@pytest.fixture(scope="module")
+def ios(tiny_llama, reference):
+    found = {}
+    for precision in ("fp16", "int8"):
+        package = coreml_decoder.convert(tiny_llama, precision, prefill_len=PREFILL, kv_len=128)
+        result = coreml_runner.run([package], [{"input_ids": np.array([reference["sequence"]])}], None,
+                                   RunOptions(), asks=_asks(reference["prompts"]))
+        found[precision] = {"file": package, "result": result}
+    return found
+
+
+def test_ios_fp16_program_matches_torch_through_its_state(ios, reference):
+    result = ios["fp16"]["result"]
+    check = decoder_check.agreement(reference["logits"], result.outputs[0]["logits"][0])
+    assert check.same_top1 == 1.0 and check.cosine > 0.9999, check
+    tokens = [a["tokens"] for a in result.answers]
+    assert decoder_check.same_sequence_rate(reference["greedy"], tokens, NEW_TOKENS) == 1.0, tokens
+    assert result.latency_note == "emulated — no device latency" and result.obtained["outputs"] == "emulated"
+    assert result.answers[0]["first_token_ms"] is None  # an emulator's timings are not a phone's
+
+
+def test_ios_int8_is_smaller_and_close(ios, reference):
+    fp16, int8 = (coreml_decoder.package_size(ios[p]["file"]) for p in ("fp16", "int8"))
+    assert int8 < 0.6 * fp16, (int8, fp16)
+    check = decoder_check.agreement(reference["logits"], ios["int8"]["result"].outputs[0]["logits"][0])
+    assert check.same_top1 >= 0.9 and check.cosine > 0.99, check
+
+
+def test_ios_program_keeps_the_cache_as_state(ios):
+    """The package declares the KV cache as Core ML state, and the emulator refuses to run it without one."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "harness" / "ios"))
+    from mil_emulator import Emulator
+
+    emulator = Emulator(ios["fp16"]["file"])
+    assert sorted(emulator.states) == ["k_cache", "v_cache"]
+    inputs = {"input_ids": np.array([[5]], np.int32), "causal_mask": coreml_decoder.causal_mask(1, 0)}
+    with pytest.raises(ValueError, match="keeps state"):
+        emulator.predict(inputs)
+    state = emulator.make_state()
+    emulator.predict(inputs, state)
+    assert float(state.values["k_cache"][:, :, :, 0].abs().sum()) > 0  # position 0 written
+    assert float(state.values["k_cache"][:, :, :, 1:].abs().sum()) == 0  # nothing else
+
+
 def test_unsupported_architecture_is_a_clear_error(tiny_llama, tmp_path):
     folder = tmp_path / "gpt2"
     folder.mkdir()
@@ -115,4 +165,6 @@ def test_unsupported_architecture_is_a_clear_error(tiny_llama, tmp_path):
     with pytest.raises(UserError, match="GPT2LMHeadModel is not supported by litert-torch's generative builders: "
                                         "LlamaForCausalLM, Qwen2ForCausalLM"):
         litert_decoder.convert(folder, "fp32")
+    with pytest.raises(UserError, match="GPT2LMHeadModel is not supported by edge-pack's Core ML decoder"):
+        coreml_decoder.convert(folder, "int8")
     shutil.rmtree(folder)

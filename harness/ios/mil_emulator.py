@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import mil_state
+
 
 class NotEmulated(Exception):
     """The program uses an op (or an op setting) this emulator does not execute."""
@@ -411,30 +413,52 @@ def _flatten2d(a, ctx):
     return x.reshape(math.prod(x.shape[:axis]), -1)
 
 
-@op("slice_by_index")
-def _slice_by_index(a, ctx):
-    x = a["x"]
-    rank = x.dim()
+def _windows(a, shape) -> list:
+    """slice_by_index / slice_update's begin, end, stride and masks as one index per dimension: an int
+    where squeeze_mask drops the dimension, else a slice (a list of positions for strides other than 1)."""
+    rank = len(shape)
     begin, end = _ints(a["begin"]), _ints(a["end"])
     stride = _ints(a["stride"]) if a.get("stride") is not None else [1] * rank
     begin_mask = _ints(a["begin_mask"]) if a.get("begin_mask") is not None else [0] * rank
     end_mask = _ints(a["end_mask"]) if a.get("end_mask") is not None else [0] * rank
     squeeze_mask = _ints(a["squeeze_mask"]) if a.get("squeeze_mask") is not None else [0] * rank
+    windows = []
     for dim in range(rank):
-        size = x.shape[dim]
+        size = shape[dim]
         if squeeze_mask[dim]:
-            index = begin[dim] + size if begin[dim] < 0 else begin[dim]
-            x = x.narrow(dim, index, 1)
+            windows.append(begin[dim] + size if begin[dim] < 0 else begin[dim])
             continue
         window = slice(None if begin_mask[dim] else begin[dim], None if end_mask[dim] else end[dim], stride[dim])
         start, stop, step = window.indices(size)
-        if step == 1:
-            x = x.narrow(dim, start, max(stop - start, 0))
+        windows.append(slice(start, max(stop, start)) if step == 1 else list(range(start, stop, step)))
+    return windows
+
+
+def _take(x, windows: list):
+    for dim, window in reversed(list(enumerate(windows))):
+        if isinstance(window, list):
+            x = x.index_select(dim, torch.tensor(window, dtype=torch.long))
+        elif isinstance(window, slice):
+            x = x.narrow(dim, window.start, window.stop - window.start)
         else:
-            x = x.index_select(dim, torch.arange(start, stop, step, dtype=torch.long))
-    for dim in reversed(range(rank)):
-        if squeeze_mask[dim]:
-            x = x.squeeze(dim)
+            x = x.select(dim, window)
+    return x
+
+
+@op("slice_by_index")
+def _slice_by_index(a, ctx):
+    return _take(a["x"], _windows(a, a["x"].shape))
+
+
+@op("slice_update")
+def _slice_update(a, ctx):
+    """x with the slice slice_by_index would read replaced by update (the KV cache write of a stateful
+    decoder)."""
+    x = a["x"].clone()
+    windows = _windows(a, x.shape)
+    if any(isinstance(w, list) for w in windows):
+        raise NotEmulated("slice_update with a stride other than 1 is not emulated yet")
+    x[tuple(windows)] = a["update"].to(x.dtype)
     return x
 
 
@@ -598,10 +622,14 @@ def _sdpa(a, ctx):
     return F.scaled_dot_product_attention(a["query"], a["key"], a["value"], attn_mask=mask)
 
 
+OPS.update(mil_state.OPS)
+
+
 # ------------------------------------------------------------------------------------------------ running
 
 class Emulator:
-    """One loaded package: predict(inputs) -> outputs, like Core ML's MLModel.predict."""
+    """One loaded package: predict(inputs) -> outputs, like Core ML's MLModel.predict; a stateful program
+    (iOS 18) takes the State from make_state() too, as predict(inputs, state) does on the device."""
 
     def __init__(self, package: str | Path, fp32: bool = False):
         self.function, self.spec = load_program(package)
@@ -614,7 +642,12 @@ class Emulator:
                           for o in self.function.operations if o.op_type == "const"}
         self.steps = [(o, self._defaults(o), Context(o.op_type, fp32))
                       for o in self.function.operations if o.op_type != "const"]
-        self.inputs = {name: _dtype_name(var) for name, var in self.function.inputs.items()}
+        from coremltools.converters.mil.mil import types
+
+        self.states = {name: (tuple(var.sym_type.wrapped_type().get_shape()),
+                              _torch_dtype(types.builtin_to_string(var.sym_type.wrapped_type().get_primitive()), fp32))
+                       for name, var in self.function.inputs.items() if types.is_state(var.sym_type)}
+        self.inputs = {name: _dtype_name(var) for name, var in self.function.inputs.items() if name not in self.states}
         self.outputs = [var.name for var in self.function.outputs]
 
     def _defaults(self, o) -> dict:
@@ -622,8 +655,14 @@ class Emulator:
         return {k: _value(v.val if hasattr(v, "val") else v, self.fp32)
                 for k, v in o.default_inputs().items() if k not in given}
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def make_state(self) -> mil_state.State:
+        return mil_state.State(self.states)
+
+    def predict(self, inputs: dict[str, np.ndarray], state: mil_state.State | None = None) -> dict[str, np.ndarray]:
         env = dict(self.constants)
+        if self.states and state is None:
+            raise ValueError(f"the program keeps state ({', '.join(self.states)}): pass one from make_state()")
+        env.update({name: mil_state.Cell(state, name) for name in self.states})
         for feature in self.spec.description.input:
             _check_shape(feature, inputs.get(feature.name))
         for name, dtype in self.inputs.items():
