@@ -174,7 +174,7 @@ def test_doctor_and_targets_say_what_is_missing_and_how_to_install_it():
     ready = cli("doctor", "--json")
     assert ready.code == 0, ready.stdout
     web = next(r for r in ready.json() if r["name"] == "web")
-    assert web["runtimes_missing"] == {"ort": [], "node": [], "browser": []}
+    assert web["runtimes_missing"] == {"ort": [], "node": [], "browser": [], "browser-webgpu": []}
 
     # A machine without Node and Chromium on its PATH.
     bare = {"PATH": str(Path(sys.executable).parent), "EDGE_PACK_CHROMIUM": ""}
