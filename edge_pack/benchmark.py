@@ -241,9 +241,14 @@ def _paths(bundle: Path, artifact: dict) -> list[Path]:
 
 def _round_options(plan: dict, round_index: int) -> RunOptions:
     """Round 0 runs every eval input and the warm-up; later rounds time the latency input only."""
-    options = plan["options"]
-    per_round = max(1, options.runs // plan["rounds"])
-    return replace(options, runs=per_round, warmup=options.warmup if round_index == 0 else min(options.warmup, 1))
+    options, rounds = plan["options"], plan["rounds"]
+    # the rounds share `runs` exactly (5 runs over 4 rounds: 2+1+1+1); an extra round times one more share
+    per_round = options.runs // rounds + (round_index < options.runs % rounds)
+    if round_index >= rounds:
+        per_round = max(1, options.runs // rounds)
+    if round_index == 0:  # a runtime's own benchmark tool, run once beside round 0, takes the whole count
+        return replace(options, runs=per_round, extra={**options.extra, "cross_check_runs": options.runs})
+    return replace(options, runs=per_round, warmup=min(options.warmup, 1))
 
 
 def _more_rounds(plan, bundle, task, evalset, artifacts, timings) -> None:

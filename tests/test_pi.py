@@ -141,7 +141,7 @@ def test_embedder_bench(minilm_bundle):
     for row in rows.values():
         assert 0 <= row["metrics"]["retrieval_agreement"] <= 1
         assert row["latency_p50_ms"] > 0 and row["runtime"].endswith("(embedder)")
-        assert "estimates" not in row  # a ceiling for generation means nothing for an embedder
+        assert not row.get("estimates")  # a ceiling for generation means nothing for an embedder
 
 
 @pytest.mark.bad_input

@@ -12,7 +12,8 @@ IO_FILE = "model_io.json"  # written by the android converter beside the .tflite
 
 def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
     return run_harness("litert/run.py", files[0], samples, latency_input, options,
-                       extra={"layouts": layouts(files[0])})
+                       extra={"layouts": layouts(files[0]),
+                              "cross_check_runs": options.extra.get("cross_check_runs")})
 
 
 def layouts(model: Path) -> dict[str, str]:

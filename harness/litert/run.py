@@ -38,7 +38,8 @@ def main() -> None:
     if latency_input is not None and request.get("runs", 0) > 0:
         fed, _ = feeds.fit(latency_input, inputs, layouts)
         latency = protocol.time_request(request, lambda: runner(**fed))
-        metrics = cross_check(request, threads)
+        if request.get("cross_check_runs"):  # once per bench, not every latency round
+            metrics = cross_check(request, threads)
     version = importlib.metadata.version("ai-edge-litert")
     protocol.write_result(request, {
         "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
@@ -54,7 +55,7 @@ def cross_check(request: dict, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "benchmark.json")
         argv = [sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", request["model"],
-                "--num_threads", str(threads), "--num_runs", str(request["runs"]),
+                "--num_threads", str(threads), "--num_runs", str(request["cross_check_runs"]),
                 "--warmup_runs", str(max(1, int(request.get("warmup", 0)))), "--result_json", result]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
