@@ -60,7 +60,7 @@ def _extra_columns(rows: list[Row]) -> list[tuple[str, object]]:
                              + (f" (measured {ratio:.0%})" if ratio is not None else ""))
             return " / ".join(cells)
         names = " / ".join(p.get("short", p["name"]) for p in profiles.values())
-        columns.append((f"est. tg tok/s {names}", estimate))
+        columns.append((f"est. tg tok/s\n{names}", estimate))
     return columns
 
 
@@ -101,7 +101,8 @@ def verdict_table(results: Results) -> Group:
                                 (target.quality_name, "right"), ("vs fp32", "right"), ("p50 ms", "right"),
                                 ("p90 ms", "right"), ("load ms", "right"),
                                 *((header, "right") for header, _ in extra), ("result", "left")):
-            table.add_column(header, justify=justify)
+            # a header's lines never wrap, however wide the result column gets: a cut "Pi 4 / Pi 5" misleads
+            table.add_column(header, justify=justify, min_width=max(len(line) for line in header.split("\n")))
         for row in target_rows:
             table.add_row(name, row.precision, _bits(row), _num(row.size_mb), _quality(row), _agreement(row),
                           _p50(row), _num(row.latency_p90_ms), _num(row.load_ms),
