@@ -154,7 +154,9 @@ def _build_options(job, flags: dict, calibration: Path | None, timeout: float | 
     if calibration is not None and not calibration.exists():
         raise UserError(f"calibration file {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
                         "folder of images")
-    return BuildOptions(calibration=calibration, target_options=_stage_options(job, flags, "build"),
+    # The job's SLA, when there is a job file: --precision auto searches for its quality floor.
+    slas = {"sla": job.sla, "target_sla": dict(job.target_sla)} if job.path is not None else {}
+    return BuildOptions(calibration=calibration, target_options=_stage_options(job, flags, "build"), **slas,
                         **({"timeout_s": timeout} if timeout is not None else {}))
 
 
@@ -172,8 +174,9 @@ def _stage_options(job, flags: dict, stage: str) -> dict:
 @click.argument("source", required=False)
 @click.option("-t", "--target", "targets", multiple=True,
               help="Target to build (repeatable, or 'all'). Default: targets in edge-pack.toml, else all.")
-@click.option("-p", "--precision", "precisions", multiple=True, help="Precision to build (repeatable), or 'sweep' "
-              "for every precision a target offers. Default: precisions in edge-pack.toml, else the target's "
+@click.option("-p", "--precision", "precisions", multiple=True, help="Precision to build (repeatable), 'sweep' "
+              "for every precision a target offers, or 'auto' for the smallest per-layer mix that meets the SLA's "
+              "quality floor (targets with per-layer control; --budget bounds its builds). Default: precisions in edge-pack.toml, else the target's "
               "default set (see `edge-pack targets`).")
 @click.option("-o", "--out", type=click.Path(path_type=Path),
               help="Bundle folder, written whole at the end or left as it was. Default: out in edge-pack.toml, "

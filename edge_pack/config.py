@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .sla import CONFIDENCES, LIMITS, SLA_KEYS, Sla, limit_problem
-from .targets import SWEEP, declared_options, load_targets
+from .targets import AUTO, SWEEP, declared_options, load_targets
 
 DEFAULT_FILE = "edge-pack.toml"
 BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1}  # integer settings and their minimum
@@ -227,8 +227,8 @@ class _Reader:
     def precisions(self, value, known: tuple[str, ...]):
         def one(key: str, item):
             if isinstance(item, str):
-                if item != SWEEP:
-                    self.fail(key, f"must be a list of precisions or {SWEEP!r}, not {item!r}")
+                if item not in (SWEEP, AUTO):
+                    self.fail(key, f"must be a list of precisions, {SWEEP!r} or {AUTO!r}, not {item!r}")
                 return item
             if not isinstance(item, list) or not item or not all(isinstance(v, str) and v for v in item):
                 self.fail(key, f"must be a list of precisions or {SWEEP!r}, not {item!r}")

@@ -32,6 +32,13 @@ class BuildOptions:
     # The targets' declared options ([options.<name>] in their TOMLs), already checked: {"min_ios": 17}.
     target_options: dict = field(default_factory=dict)
     timeout_s: float | None = 3600.0  # bound on each export/conversion step and each validation run
+    # The job's SLA (sla.Sla) and per-target SLAs, when there is a job file: `--precision auto` searches for
+    # the smallest mix that meets its quality floor. None: the target's validation floor.
+    sla: object = None
+    target_sla: dict = field(default_factory=dict)
+
+    def sla_for(self, target: str):
+        return self.target_sla.get(target, self.sla)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,17 @@ class Built:
     """One precision's artifact: its files (inside the target folder) and how they were made."""
     files: list[Path]
     recipe: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One part of the model whose precision the target's toolchain can set on its own (an ONNX MatMul or
+    embedding Gather, a GGUF tensor), with its stored size at each precision of the target's [mixed] pair
+    and as float (estimates from its weight count, for ranking; the built file is measured)."""
+    name: str  # the toolchain's own name for it (node or tensor name)
+    kind: str  # "matmul", "embedding"...
+    weights: int
+    bytes: dict[str, int]  # precision name (and "float") -> stored bytes
 
 
 def makes(*precisions: str):
@@ -63,6 +81,9 @@ class Converter(ABC):
 
     RECIPE: ClassVar[tuple[str, ...]] = ()
     SETTINGS: ClassVar[tuple[str, ...]] = ()
+    # True when the converter sets precisions layer by layer (layers() and convert_layers()): a target
+    # whose TOML has a [mixed] table needs one.
+    PER_LAYER: ClassVar[bool] = False
     makers: ClassVar[dict[str, str]] = {}  # precision -> method name, collected from @makes
 
     def __init_subclass__(cls, **kwargs):
@@ -81,6 +102,11 @@ class Converter(ABC):
         return None
 
     @classmethod
+    def unmixable(cls, source: SourceModel) -> str | None:
+        """Why a PER_LAYER converter cannot mix precisions for this model (None when it can)."""
+        return None
+
+    @classmethod
     def check(cls, source: SourceModel, target: Target, precisions: list[str], options: BuildOptions) -> None:
         """Refuse bad settings (UserError) before any work starts, e.g. a precision the chosen OS cannot run."""
 
@@ -95,6 +121,16 @@ class Converter(ABC):
     def finish(self) -> list[Path]:
         """Files written once every precision is made (e.g. a description of them all)."""
         return []
+
+    def layers(self) -> list[Layer]:
+        """The layers whose precision convert_layers() sets one by one (PER_LAYER converters)."""
+        raise NotImplementedError
+
+    def convert_layers(self, levels: dict[str, str], out: Path, name: str | None = None) -> Built:
+        """Write the model to `out` with each named layer at its precision (one of the target's [mixed]
+        pair); layers not named stay float. `name` is the precision's name when this is the mix shipped
+        (a trial has none). PER_LAYER converters."""
+        raise NotImplementedError
 
     def maker(self, precision: str) -> Callable[[Path], dict]:
         """The @makes method of `precision` (the registry checked at load that there is one)."""
@@ -186,6 +222,9 @@ def converter_for(target: Target) -> type[Converter]:
     """The target's converter, checked against its TOML: every precision the TOML declares must be one
     the converter makes, with settings it reads; otherwise an error naming the file and the precision."""
     cls = converter_class(target.converter)
+    if target.mixed is not None and not cls.PER_LAYER:
+        raise UserError(f"{target.file or target.name}: target {target.name} has a [mixed] table, but its converter "
+                        f"{target.converter} sets no precision layer by layer (PER_LAYER)")
     for precision in target.precisions.values():
         problems = cls.problems(precision)
         if problems:

@@ -17,7 +17,7 @@ from .progress import steps
 from .quiet import captured
 from .source import SourceModel, input_specs, load_source
 from .staging import check_disk_full, locked, staged_folder, temporaries_in
-from .targets import SWEEP, Target, add_target_files, check_options, get_target, library_versions, load_targets
+from .targets import AUTO, SWEEP, Target, add_target_files, check_options, get_target, library_versions, load_targets
 from .watchdog import deadline
 
 VALIDATION_SAMPLES = 8
@@ -74,8 +74,12 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str
         wanted = precisions.get(target.name) if isinstance(precisions, dict) else precisions
         names = target.choose(wanted or None)
         swept = SWEEP in ([wanted] if isinstance(wanted, str) else wanted or [])
+        if AUTO in names:  # a per-layer mix (mixed.py), refused now if it cannot be searched for
+            from . import mixed
+
+            mixed.check(source, target, options or BuildOptions())
         if not swept:  # a sweep takes what applies; the converter skips the rest
-            converter_for(target).check(source, target, names, options or BuildOptions())
+            converter_for(target).check(source, target, [n for n in names if n != AUTO], options or BuildOptions())
         chosen[target.name] = names
     if not chosen:
         raise UserError(f"no target can build {source.name}: "
@@ -152,16 +156,23 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
     for note in notes:
         bar.note(f"[yellow]![/] {target.name}: {note}")
     artifacts, rejected = [], []
-    for name in precisions:
+    for name in sorted(precisions, key=lambda p: p == AUTO):  # a mix last: it is compared with the uniform ones
         bar.step(f"{target.name}: building {name}")
-        files = []
+        files, check = [], None
         try:
             with step_usage() as usage, deadline(options.timeout_s, f"building {target.name} {name}"):
-                built = converter.convert(name)
+                if name == AUTO:  # searched for and validated on the runtime (mixed.py)
+                    from .mixed import search
+
+                    name = target.mixed.name(target)
+                    built, check = search(converter, target, source, validation, options, artifacts, bar)
+                else:
+                    built = converter.convert(name)
                 files = built.files
-            bar.step(f"{target.name}: validating {name}")
-            check = validate(target.runtime, files, target.precision(name), source.task, validation.evalset,
-                             validation.baseline, validation.kind, options.timeout_s)
+            if check is None:
+                bar.step(f"{target.name}: validating {name}")
+                check = validate(target.runtime, files, target.precision(name), source.task, validation.evalset,
+                                 validation.baseline, validation.kind, options.timeout_s)
         except Exception as exc:  # one candidate fails (converter or runtime), the build goes on
             check_disk_full(exc, work)  # ...unless the disk is full: then nothing else will fit either
             for path in files:

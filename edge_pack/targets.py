@@ -13,6 +13,7 @@ from .errors import UserError
 from .resources import targets_dir
 
 SWEEP = "sweep"  # asked for instead of precision names: every precision the target offers
+AUTO = "auto"  # asked for instead of a precision: a per-layer mix searched for (edge_pack/mixed.py)
 OPTION_TYPES = ("str", "int", "float", "bool", "path")
 # build: the converter reads it (BuildOptions.target_options); bench: the runner (RunOptions.extra).
 OPTION_STAGES = ("build", "bench")
@@ -88,6 +89,19 @@ class Precision:
 
 
 @dataclass(frozen=True)
+class Mixed:
+    """A target whose toolchain sets each layer's precision on its own ([mixed] in its TOML): the two
+    precisions `--precision auto` mixes layer by layer, and the file the mix is written to."""
+    low: str  # every layer starts here...
+    high: str  # ...and the sensitive ones are promoted to this
+    file: str
+
+    def name(self, target: "Target") -> str:
+        bits = lambda p: f"{target.precisions[p].bits:g}"  # noqa: E731
+        return f"mixed-{bits(self.low)}/{bits(self.high)}"
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -104,8 +118,20 @@ class Target:
     device: dict = field(default_factory=dict)
     options: dict[str, Option] = field(default_factory=dict)
     file: Path | None = None  # the TOML it was read from, for errors that name it
+    mixed: Mixed | None = None  # None: the toolchain has no per-layer control
 
     def precision(self, name: str) -> Precision:
+        if self.mixed is not None and name == self.mixed.name(self):
+            return self.mixed_precision()
+        return self._precision(name)
+
+    def mixed_precision(self) -> Precision:
+        """The mix as a precision: its file, the low precision's bits and the stricter validation floor."""
+        low, high = self.precisions[self.mixed.low], self.precisions[self.mixed.high]
+        return Precision(name=self.mixed.name(self), file=self.mixed.file, bits=low.bits,
+                         min_cosine=max(low.min_cosine, high.min_cosine))
+
+    def _precision(self, name: str) -> Precision:
         try:
             return self.precisions[name]
         except KeyError:
@@ -119,7 +145,7 @@ class Target:
             return list(self.default_precisions)
         names = []
         for name in [requested] if isinstance(requested, str) else requested:
-            names += list(self.precisions) if name == SWEEP else [self.precision(name).name]
+            names += list(self.precisions) if name == SWEEP else [AUTO] if name == AUTO else [self.precision(name).name]
         return list(dict.fromkeys(names))
 
     def option(self, name: str, values: dict):
@@ -161,9 +187,18 @@ def _parse(path: Path) -> Target:
             install_hint=data.get("install_hint", ""), threads=int(data.get("threads", 1)),
             default_precisions=defaults, tasks=tuple(data.get("tasks", [])), precisions=precisions,
             device=data.get("device", {}), file=path, options=_options(path, data["name"], data.get("options", {})),
+            mixed=_mixed(path, data.get("mixed"), precisions),
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"target file {path} is invalid ({exc}); compare it with targets/web.toml") from None
+
+
+def _mixed(path: Path, table: dict | None, precisions: dict[str, Precision]) -> Mixed | None:
+    if table is None:
+        return None
+    if sorted(table) != ["file", "high", "low"] or not all(table[k] in precisions for k in ("low", "high")):
+        raise UserError(f"target file {path}: [mixed] needs low and high (two of its precisions) and file")
+    return Mixed(low=table["low"], high=table["high"], file=table["file"])
 
 
 def _options(path: Path, target: str, tables: dict) -> dict[str, Option]:

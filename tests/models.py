@@ -197,6 +197,40 @@ def _build_tiny_embedder(work: Path) -> None:
     _web_margins("tiny-embedder", work / "model", work / "eval.jsonl", {"q8": 0.97, "q4": 0.95}, 0.95)
 
 
+def fragile_embedder() -> Path:
+    """HF folder: the tiny embedder with one deliberately fragile layer. Layer 1's attention output
+    projection reads input channels 0 and 32 (one per 4-bit block of 32) scaled up FRAGILE times, and the
+    value projection writes them scaled down as much, so the fp32 model computes the same function; but a
+    block holding such an outlier rounds its other weights to zero at 4 bits (8 bits still resolve them)."""
+    return _cached("fragile-embedder", _build_fragile_embedder) / "model"
+
+
+FRAGILE = 16.0
+FRAGILE_LAYER = "/encoder/layer.1/attention/output/dense/MatMul"  # its node in the ONNX export
+
+
+def _build_fragile_embedder(work: Path) -> None:
+    import torch
+    from transformers import BertModel, BertTokenizerFast
+
+    source = tiny_embedder()
+    model = BertModel.from_pretrained(source, add_pooling_layer=False)
+    tokenizer = BertTokenizerFast.from_pretrained(source)
+    encoded = tokenizer([t for t, _ in _sentences(3, 8)], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = model(**encoded).last_hidden_state
+        attention = model.encoder.layer[1].attention
+        channels = torch.arange(0, attention.self.value.out_features, 32)
+        attention.self.value.weight[channels] /= FRAGILE
+        attention.self.value.bias[channels] /= FRAGILE
+        attention.output.dense.weight[:, channels] *= FRAGILE
+        after = model(**encoded).last_hidden_state
+    _require("fragile-embedder", torch.allclose(before, after, atol=1e-4), "the rescaled layer changed the outputs")
+    model.save_pretrained(work / "model", safe_serialization=True)
+    tokenizer.save_pretrained(work / "model")
+    shutil.copy2(source.parent / "eval.jsonl", work / "eval.jsonl")
+
+
 def digits_classifier() -> Path:
     """HF folder: ViTForImageClassification + image processor, trained on scikit-learn's digits; eval.jsonl
     and the held-out PNGs in the folder's parent."""

@@ -36,6 +36,8 @@ def _save(model, out: Path) -> None:
 
 
 class Converter(contracts.Converter):
+    PER_LAYER = True  # web_layers.py: MatMuls and the embedding table one by one
+
     def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         if source.task == "text-generation":  # a decoder with its KV cache: web_decoder.py
             from .web_decoder import DecoderConverter
@@ -68,6 +70,28 @@ class Converter(contracts.Converter):
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")  # Transformers.js' name for external weights
         return Built([out, data] if data.is_file() else [out], self.recipes[precision])
+
+    @classmethod
+    def unmixable(cls, source: SourceModel) -> str | None:
+        if source.task == "text-generation":
+            return "the web target's decoders are quantized whole here (no per-layer control for them yet)"
+        return None
+
+    def layers(self) -> list[contracts.Layer]:
+        from .web_layers import layers
+
+        return layers(self.fp32)
+
+    def convert_layers(self, levels: dict[str, str], out: Path, name: str | None = None) -> Built:
+        from .web_layers import quantize_layers
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with captured():
+            recipe = quantize_layers(self.fp32, levels, out, _save)
+        data = out.with_name(out.name + "_data")
+        if name is not None:  # the shipped mix, not a trial: quantize_config.json lists it
+            self.recipes[name] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
+        return Built([out, data] if data.is_file() else [out], recipe)
 
     def finish(self) -> list[Path]:
         """Write quantize_config.json: how each file was made, so a reader can rebuild or trust it."""

@@ -247,6 +247,24 @@ def quantize_decoder(model, bits: int):
     return model, recipe
 
 
+def embedding(model):
+    """The Gather that looks the input_ids up in an embedding table (an initializer), or None."""
+    return _embedding(model)
+
+
+def quantize_lookup(model, gather, bits: int) -> None:
+    """Store the table an embedding Gather reads as MatMulNBits blocks of `bits` bits (symmetric, blocks of
+    BLOCK) and look it up with plain ops, as the decoders' q8/q4 do; the float table is dropped when unused."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig
+
+    config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
+                                          op_types_to_quantize=("MatMul",))
+    table = gather.input[0]
+    _lookup_quantized(model, gather, *_quantize_table(model, table, bits, config), bits)
+    if not any(table in n.input for n in model.graph.node):
+        model.graph.initializer.remove(_initializers(model)[table])
+
+
 def _quantize_table(model, table_name: str, bits: int, config) -> tuple[str, str]:
     """An untied embedding table quantized exactly as MatMulNBits stores weights: quantize a one-MatMul
     graph holding the table (transposed, as a weight) and take its packed data and scales."""

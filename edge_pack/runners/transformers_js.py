@@ -32,6 +32,8 @@ NODE_MAJOR = 20  # playwright-core 1.65 and Transformers.js 4 need Node 20 or la
 INSTALL_NODE = "install Node.js 20+ (Debian: apt-get install nodejs npm)"
 INSTALL_CHROMIUM = "install Chromium (Debian: apt-get install chromium)"
 SETUP = "edge-pack setup web"
+# The dtypes Transformers.js names files by (onnx/model<suffix>.onnx; its utils/dtypes.js), as the web target does.
+DTYPES = ("fp32", "fp16", "int8", "uint8", "q8", "q4", "q4f16", "bnb4")
 
 
 def web_dir() -> Path:
@@ -165,10 +167,13 @@ def measure(script: str, files: list[Path], samples: list[dict], latency_input: 
     target_dir = model.parent.parent  # <target>/onnx/model_<dtype>.onnx, as Transformers.js lays it out
     dtype = model.stem.removeprefix("model").lstrip("_") or "fp32"
     dtype = {"quantized": "q8"}.get(dtype, dtype)
+    file_name = None
+    if dtype not in DTYPES:  # a file of its own name (a per-layer mix): loaded as that name + fp32's empty suffix
+        dtype, file_name = "fp32", model.stem
     with tempfile.TemporaryDirectory(prefix="edge-pack-js-") as tmp:
         request = {
             "model_root": str(target_dir.parent.resolve()) + os.sep, "model_id": target_dir.name, "dtype": dtype,
-            "task": options.task, "external_data": len(files) > 1, "threads": options.threads,
+            "task": options.task, "external_data": len(files) > 1, "model_file_name": file_name, "threads": options.threads,
             "warmup": options.warmup, "runs": options.runs, "samples": [_encode(s) for s in samples],
             "latency": _encode(latency_input) if latency_input else None, "result": str(Path(tmp) / "result.json"),
             "packages": str(packages_dir()), "chromium": chromium(), "profile": str(Path(tmp) / "profile"),

@@ -28,6 +28,8 @@ export async function measure(tf, request, { device, session_options = {} }) {
     const pipe = await tf.pipeline(task, request.model_id, {
         dtype: request.dtype, device, session_options,
         ...(request.external_data ? { use_external_data_format: true } : {}),
+        // a file named other than by its dtype (a per-layer mix: onnx/model_mixed.onnx)
+        ...(request.model_file_name ? { model_file_name: request.model_file_name } : {}),
     });
     const load_ms = performance.now() - start;
 

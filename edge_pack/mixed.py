@@ -1,0 +1,179 @@
+"""`--precision auto`: the smallest per-layer mix of a target's two [mixed] precisions that meets the
+quality floor on the target's runtime.
+
+1. Sensitivity (sensitivity.py): each layer alone at the low precision, measured against fp32.
+2. Every layer at the low precision; if that meets the floor, it is the answer. Else every layer at the
+   high precision: if even that misses the floor, no mix will meet it.
+3. Promote layers in order of fidelity lost per byte the promotion costs: the shortest such prefix that
+   meets the floor, found by bisection (quality rises with every promotion, near enough).
+4. A short greedy pass: demote each promoted layer again, least sensitive first, keeping what still passes.
+Steps 2-4 together build at most `budget` candidates. The floor is the SLA's quality floor on the label-free
+agreement the verdict uses without labels (mean cosine for an embedder, top-1 agreement for a classifier)
+when the job has an SLA, else the target's validation floor. The mix is then validated like every other
+precision, and bench measures it like every other row."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import metrics, sensitivity
+from .contracts import BuildOptions, Built, Converter, Layer, converter_for
+from .errors import ConversionError, NotApplicable, UserError
+from .measure import run_artifact, validate
+from .runners import RunOptions
+from .sla import quality_floor
+from .source import SourceModel
+from .targets import AUTO, Target
+
+BUDGET_OPTION = "budget"
+
+
+@dataclass(frozen=True)
+class Floor:
+    value: float
+    metric: str | None  # a fidelity key ("cosine_min"), or None: the label-free headline of the output kind
+    text: str  # where it comes from, for the manifest and messages
+
+    def quality(self, kind: str, found: dict) -> tuple[str, float]:
+        if self.metric is not None:
+            return self.metric, found[self.metric]
+        return metrics.headline(kind, found, labeled=False)
+
+
+def check(source: SourceModel, target: Target, options: BuildOptions) -> None:
+    """Refuse `auto` before any work starts: a toolchain without per-layer control, a model its converter
+    cannot mix, a budget under 1, an SLA with no quality limit to search for."""
+    if target.mixed is None:
+        raise UserError(f"--precision {AUTO}: target {target.name}'s toolchain sets no precision layer by layer "
+                        f"(its TOML has no [mixed] table); choose its precisions by name")
+    reason = converter_for(target).unmixable(source)
+    if reason:
+        raise UserError(f"--precision {AUTO} for target {target.name}: {reason}; choose its precisions by name")
+    budget = target.option(BUDGET_OPTION, options.target_options)
+    if not isinstance(budget, int) or budget < 1:
+        raise UserError(f"--budget must be at least 1 (the builds --precision {AUTO} may try), not {budget!r}")
+    floor_for(target, options)
+
+
+def floor_for(target: Target, options: BuildOptions) -> Floor:
+    sla = options.sla_for(target.name)
+    if sla is None:
+        value = target.mixed_precision().min_cosine
+        return Floor(value, "cosine_min", f"the {target.name} target's validation floor (cosine_min ≥ {value:g})")
+    value = quality_floor(sla, 1.0)
+    if not value:
+        raise UserError(f"--precision {AUTO} searches for the smallest mix that meets the SLA's quality floor, and "
+                        f"the SLA for {target.name} sets none; set min_accuracy_ratio (e.g. 0.98) in [sla]")
+    return Floor(value, None, f"the SLA's quality floor {value:g} on label-free agreement with fp32")
+
+
+@dataclass
+class Trial:
+    promoted: frozenset
+    bytes: int
+    found: dict
+    quality: float
+    passed: bool
+
+
+@dataclass
+class _Trials:
+    """Builds a mix into a temporary folder, runs it on the target's runtime and compares it with fp32."""
+    converter: Converter
+    target: Target
+    task: str
+    evalset: object
+    baseline: list
+    kind: str
+    floor: Floor
+    timeout_s: float | None
+    seen: dict = field(default_factory=dict)
+
+    def fidelity(self, levels: dict[str, str]) -> tuple[dict, int]:
+        with tempfile.TemporaryDirectory(prefix="mix-") as tmp:
+            built = self.converter.convert_layers(levels, Path(tmp) / Path(self.target.mixed.file).name)
+            size = sum(p.stat().st_size for p in built.files)
+            options = RunOptions(warmup=0, runs=0, **({"timeout_s": self.timeout_s} if self.timeout_s else {}))
+            _, vectors = run_artifact(self.target.runtime, built.files, self.task, self.evalset, options)
+        return metrics.fidelity(self.kind, vectors, self.baseline), size
+
+    def mix(self, layers: list[Layer], promoted: frozenset) -> Trial:
+        if promoted not in self.seen:
+            mixed = self.target.mixed
+            found, size = self.fidelity({l.name: mixed.high if l.name in promoted else mixed.low for l in layers})
+            _, quality = self.floor.quality(self.kind, found)
+            passed = quality >= self.floor.value and found["cosine_min"] >= self.target.mixed_precision().min_cosine
+            self.seen[promoted] = Trial(promoted, size, found, quality, passed)
+        return self.seen[promoted]
+
+
+def search(converter: Converter, target: Target, source: SourceModel, validation, options: BuildOptions,
+           uniform: list[dict], bar) -> tuple[Built, dict]:
+    """The mix to ship and its validation; NotApplicable when no mix is smaller than the smallest uniform
+    candidate (of `uniform`, built beside it) that meets the floor, ConversionError when none meets it."""
+    mixed, name = target.mixed, target.mixed.name(target)
+    floor = floor_for(target, options)
+    budget = target.option(BUDGET_OPTION, options.target_options)
+    trials = _Trials(converter, target, source.task, validation.evalset, validation.baseline, validation.kind,
+                     floor, options.timeout_s)
+    layers = converter.layers()
+    if not layers:
+        raise NotApplicable("no layer whose precision can be set on its own")
+    bar.step(f"{target.name}: sensitivity of {len(layers)} layers at {mixed.low}")
+    ranking = sensitivity.rank(layers, mixed.low, lambda levels: trials.fidelity(levels)[0])
+    by_name = {l.name: l for l in layers}
+    cost = lambda s: by_name[s.layer].bytes[mixed.high] - by_name[s.layer].bytes[mixed.low]  # noqa: E731
+    order = [s.layer for s in sorted(ranking, key=lambda s: -s.drift / max(cost(s), 1))]
+    converter.meta["sensitivity"] = {"precision": mixed.low, "measure": "1 − mean cosine to fp32, that layer alone "
+                                     f"at {mixed.low}", "inputs": validation.evalset.origin,
+                                     "layers": [s.to_json() for s in ranking],
+                                     "costliest_per_byte": [s.layer for s in sensitivity.costliest(ranking)]}
+    steps: list[Trial] = []
+
+    def trial(promoted) -> Trial:
+        bar.step(f"{target.name}: {name} with {len(promoted)} of {len(layers)} layers at {mixed.high}")
+        found = trials.mix(layers, frozenset(promoted))
+        if found not in steps:
+            steps.append(found)
+        return found
+
+    best = None
+    if trial(()).passed:
+        best = trials.seen[frozenset()]
+    elif budget > 1 and trial(order).passed:
+        low, high = 0, len(order)  # the prefix of `low` promotions fails, of `high` passes
+        while high - low > 1 and len(steps) < budget:
+            middle = (low + high) // 2
+            low, high = (low, middle) if trial(order[:middle]).passed else (middle, high)
+        promoted = list(order[:high])
+        for layer in reversed(order[:high]):  # greedy demotion, least sensitive first
+            if len(steps) >= budget:
+                break
+            fewer = frozenset(promoted) - {layer}
+            if fewer in trials.seen and not trials.seen[fewer].passed:
+                continue
+            if trial(fewer).passed:
+                promoted.remove(layer)
+        best = trials.seen[frozenset(promoted)]
+    record = [{"promoted": len(t.promoted), "bytes": t.bytes, "quality": t.quality, "passed": t.passed}
+              for t in steps]
+    if best is None:
+        tried = "; ".join(f"{r['promoted']} at {mixed.high}: {r['quality']:.4f}" for r in record)
+        raise ConversionError(f"no mix of {mixed.low} and {mixed.high} met {floor.text} within {budget} builds "
+                              f"({tried})")
+    cheaper = [a for a in uniform if a.get("validation") and floor.quality(validation.kind, a["validation"])[1]
+               >= floor.value and a["bytes"] <= best.bytes]
+    if cheaper:
+        smallest = min(cheaper, key=lambda a: a["bytes"])
+        raise NotApplicable(f"nothing smaller than {smallest['precision']} ({smallest['bytes'] / 1e6:.1f} MB) meets "
+                            f"{floor.text}: the smallest passing mix is {best.bytes / 1e6:.1f} MB")
+    out = converter.dir / mixed.file
+    levels = {l.name: mixed.high if l.name in best.promoted else mixed.low for l in layers}
+    built = converter.convert_layers(levels, out, name=name)
+    check = validate(target.runtime, built.files, target.mixed_precision(), source.task, validation.evalset,
+                     validation.baseline, validation.kind, options.timeout_s)
+    recipe = {**built.recipe, "search": {"low": mixed.low, "high": mixed.high, "floor": floor.text,
+                                         "budget": budget, "builds": record},
+              "promoted": [l for l in order if l in best.promoted]}
+    return Built(built.files, recipe), check

@@ -1,0 +1,85 @@
+"""Mixed precision (issue 18): per-layer sensitivity on the target's runtime and `--precision auto`, on the
+tiny embedder with one deliberately fragile layer (tests/models.py: outlier input channels that round a
+4-bit block's other weights to zero)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import assert_one_line_error, edge_pack
+
+import models
+
+FLOOR = 0.998  # between every layer at q4 (≈0.995) and the fragile layer alone at q8 (≈0.999)
+MIXED = "mixed-4/8"
+
+
+@pytest.fixture(scope="module")
+def fragile_embedder():
+    return models.fragile_embedder()
+
+
+def _job(tmp_path, floor=FLOOR, extra=""):
+    path = tmp_path / "edge-pack.toml"
+    path.write_text(f"[sla]\nmin_accuracy_ratio = {floor}\n{extra}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_bundle(tmp_path_factory, fragile_embedder):
+    tmp = tmp_path_factory.mktemp("mixed")
+    run = edge_pack("build", fragile_embedder, "-t", "web", "-p", "q4", "-p", "auto", "-c", _job(tmp),
+                    "-o", tmp / "bundle", "--json")
+    assert run.code == 0, run.stderr
+    return tmp / "bundle", run.json()
+
+
+def test_sensitivity_ranks_the_fragile_layer_first(mixed_bundle):
+    _, manifest = mixed_bundle
+    found = manifest["targets"]["web"]["sensitivity"]
+    ranking = [s["layer"] for s in found["layers"]]
+    assert ranking[0] == models.FRAGILE_LAYER
+    assert found["costliest_per_byte"][0] == models.FRAGILE_LAYER
+    assert len(ranking) == 13  # 12 MatMuls and the embedding table
+    first, second = found["layers"][:2]
+    assert first["drift"] > 3 * second["drift"]
+
+
+def test_auto_promotes_the_fragile_layer_and_passes_where_q4_fails(mixed_bundle):
+    bundle, manifest = mixed_bundle
+    artifacts = {a["precision"]: a for a in manifest["artifacts"]}
+    mixed, q4 = artifacts[MIXED], artifacts["q4"]
+    assert mixed["recipe"]["promoted"] == [models.FRAGILE_LAYER]
+    builds = mixed["recipe"]["search"]["builds"]
+    assert builds[0]["promoted"] == 0 and not builds[0]["passed"]  # every layer at q4 misses the floor
+    assert len(builds) <= 12  # the default budget
+    assert q4["validation"]["cosine_mean"] < FLOOR <= mixed["validation"]["cosine_mean"]
+    assert mixed["bytes"] < q4["bytes"]  # q4 keeps the embedding table float
+    assert (bundle / "web" / "onnx" / "model_mixed.onnx").is_file()
+    config = json.loads((bundle / "web" / "quantize_config.json").read_text())
+    assert config["precisions"][MIXED]["layers"] == {"q4": 12, "q8": 1, "float": 0}
+
+
+def test_the_mix_is_measured_like_every_other_row(mixed_bundle):
+    import edge_pack as api
+
+    bundle, _ = mixed_bundle
+    rows = {r["precision"]: r for r in api.bench(bundle, runs=1, warmup=0, sla_path=bundle.parent / "edge-pack.toml")["rows"]}
+    assert rows[MIXED]["verdict"]["status"] == "pass"
+    assert rows["q4"]["verdict"]["status"] == "fail"
+    assert rows[MIXED]["bits_per_weight"] < rows["q4"]["bits_per_weight"]
+
+
+@pytest.mark.bad_input
+def test_bad_auto_inputs_are_one_line_errors(tmp_path, fragile_embedder):
+    out = tmp_path / "o"
+    job = _job(tmp_path)
+    assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "web", "-p", "auto", "--budget", "0", "-c", job,
+                                    "-o", out), 2, "--budget", "at least 1")
+    (tmp_path / "none").mkdir()
+    none = _job(tmp_path / "none", floor=0)  # min_accuracy_ratio 0, no min_accuracy: no quality limit
+    assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "web", "-p", "auto", "-c", none, "-o", out), 2,
+                          "quality floor", "min_accuracy_ratio")
+    assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "ios", "-p", "auto", "-c", job, "-o", out), 2,
+                          "ios", "layer by layer")
+    assert not out.exists()
