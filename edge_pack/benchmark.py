@@ -222,6 +222,7 @@ def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str,
         device=manifest["targets"][name].get("device", {}),
         baseline={"origin": origin, "quality": {"name": quality_name, "value": base_value}, "metrics": base_metrics},
         rejected_at_build=[r for r in manifest.get("rejected", []) if r["target"] == name],
+        sensitivity=manifest["targets"][name].get("sensitivity"),
         load={"before": load_before, "during": max((l for t in timings.values() for l in t["load"]),
                                                    default=load_before)})
     return rows, result

@@ -40,6 +40,14 @@ def target_charts(name: str, target: TargetResult, rows: list[Row]) -> list[dict
             draw(ax, ran, target.recommended, lines, quality_name)
             chart_id = f"{_slug(name)}-{kind}"
             charts.append({"id": chart_id, "title": title, "svg": _svg(fig, chart_id)})
+        if target.sensitivity:  # measured by --precision auto (sensitivity.py)
+            from .sensitivity_chart import sensitivity_chart
+
+            fig, ax = _figure()
+            sensitivity_chart(ax, target.sensitivity)
+            chart_id = f"{_slug(name)}-sensitivity"
+            charts.append({"id": chart_id, "title": "the 5 layers that cost the most fidelity per byte saved",
+                           "svg": _svg(fig, chart_id)})
     return charts
 
 

@@ -180,6 +180,7 @@ class TargetResult:
     load: dict = field(default_factory=dict)  # the machine's load average before and while measuring
     options: dict | None = None  # bench settings, when they differ from the Results' (a merged bundle)
     tool: dict | None = None
+    sensitivity: dict | None = None  # per-layer sensitivity measured by --precision auto (sensitivity.py)
 
     @property
     def recommended(self) -> str | None:

@@ -64,10 +64,17 @@ def test_the_mix_is_measured_like_every_other_row(mixed_bundle):
     import edge_pack as api
 
     bundle, _ = mixed_bundle
-    rows = {r["precision"]: r for r in api.bench(bundle, runs=1, warmup=0, sla_path=bundle.parent / "edge-pack.toml")["rows"]}
+    results = api.bench(bundle, runs=1, warmup=0, sla_path=bundle.parent / "edge-pack.toml")
+    rows = {r["precision"]: r for r in results["rows"]}
     assert rows[MIXED]["verdict"]["status"] == "pass"
     assert rows["q4"]["verdict"]["status"] == "fail"
     assert rows[MIXED]["bits_per_weight"] < rows["q4"]["bits_per_weight"]
+    # The ranking is in results.json and charted in the report.
+    written = json.loads((bundle / "results.json").read_text())
+    assert written["targets"]["web"]["sensitivity"]["layers"][0]["layer"] == models.FRAGILE_LAYER
+    report = (bundle / "report.html").read_text()
+    assert "the 5 layers that cost the most fidelity per byte saved" in report
+    assert "layer.1 attention output dense" in report
 
 
 @pytest.mark.bad_input
