@@ -9,7 +9,8 @@ from .sla import LIMITS, QUALITY_LIMITS, Sla, quality_floor, shortfalls, uncheck
 
 LIMIT_NAMES = {"min_accuracy_ratio": "the quality floor (share of the fp32 baseline)",
                "min_accuracy": "the absolute quality floor", "max_latency_ms": "the latency limit",
-               "max_size_mb": "the size limit", "max_cost_per_month": "the cost limit"}
+               "max_size_mb": "the size limit",
+               "max_memory_mb": "the memory limit", "max_cost_per_month": "the cost limit"}
 
 
 def measured(rows: list[Row]) -> list[Row]:
@@ -18,7 +19,7 @@ def measured(rows: list[Row]) -> list[Row]:
 
 def gap(limit: str, by: float, quality_name: str = "quality") -> str:
     """How far a value is from a limit, in the limit's unit."""
-    if limit == "max_size_mb":
+    if limit in ("max_size_mb", "max_memory_mb"):
         return f"{number(by)} MB"
     if limit == "max_latency_ms":
         return f"{number(by)} ms"

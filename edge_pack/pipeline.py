@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import __version__
+from . import __version__, tokenizer_check
 from .contracts import BuildOptions, Converter, converter_for
 from .errors import ConversionError, NotApplicable, RunnerError, UserError
 from .evalset import TEXT_TASKS, Preprocessor, make_evalset
@@ -124,9 +124,9 @@ def _build(source: SourceModel, chosen_targets: list[Target], precisions: list[s
             baseline, kind = reference_vectors(source.reference(), source.task, checks.samples)
         bar.advance()
         artifacts, rejected, target_meta = [], list(skipped), {}
+        validation = Validation(checks, baseline, kind, tokenizer_check.reference(pre.tokenizer))
         for target in chosen_targets:
-            built = _build_target(source, target, chosen[target.name], work, options,
-                                  Validation(checks, baseline, kind), bar)
+            built = _build_target(source, target, chosen[target.name], work, options, validation, bar)
             artifacts += built["artifacts"]
             rejected += built["rejected"]
             target_meta[target.name] = built["meta"]
@@ -141,6 +141,7 @@ class Validation:
     evalset: object
     baseline: list
     kind: str
+    tokens: tokenizer_check.Reference | None = None  # real text through the source's tokenizer
 
 
 def _build_target(source: SourceModel, target: Target, precisions: list[str], work: Path, options: BuildOptions,
@@ -169,10 +170,13 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
                 else:
                     built = converter.convert(name)
                 files = built.files
+            # text through the artifact's own tokenizer first: a vocabulary that crashes fails at once
+            tokens = tokenizer_check.check(target.format, files, validation.tokens, options.timeout_s)
             if check is None:
                 bar.step(f"{target.name}: validating {name}")
                 check = validate(target.runtime, files, target.precision(name), source.task, validation.evalset,
                                  validation.baseline, validation.kind, options.timeout_s)
+            check = {**check, **({"tokenizer": tokens} if tokens else {})}
         except Exception as exc:  # one candidate fails (converter or runtime), the build goes on
             check_disk_full(exc, work)  # ...unless the disk is full: then nothing else will fit either
             for path in files:

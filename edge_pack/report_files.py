@@ -114,7 +114,7 @@ def latency_text(row: Row) -> str:
 def _sla_text(sla: dict) -> str:
     return sla_text(sla, {"min_accuracy_ratio": "quality ≥ {:.1%} of fp32", "min_accuracy": "quality ≥ {:.3f}",
                           "max_latency_ms": "p50 ≤ {:g} ms", "max_size_mb": "size ≤ {:g} MB",
-                          "max_cost_per_month": "cost ≤ {:,.2f}/month"})
+                          "max_memory_mb": "peak memory ≤ {:g} MB", "max_cost_per_month": "cost ≤ {:,.2f}/month"})
 
 
 def sla_text(sla: dict, formats: dict | None = None) -> str:

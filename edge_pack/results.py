@@ -26,7 +26,7 @@ HEADLINES = {PASS: "every target has a candidate that meets the SLA",
                          "checked here",
              FAIL: "not every target has a candidate that meets the SLA"}
 LIMIT_WORDS = {"max_latency_ms": "latency", "max_cost_per_month": "cost", "max_size_mb": "size",
-               "min_accuracy_ratio": "quality", "min_accuracy": "quality"}
+               "max_memory_mb": "memory", "min_accuracy_ratio": "quality", "min_accuracy": "quality"}
 
 
 @dataclass

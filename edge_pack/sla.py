@@ -14,6 +14,7 @@ LIMITS = {
     "min_accuracy": (0.0, 1.0, "an absolute quality between 0 and 1"),
     "max_latency_ms": (0.0, None, "milliseconds of p50 latency, more than 0"),
     "max_size_mb": (0.0, None, "megabytes, more than 0"),
+    "max_memory_mb": (0.0, None, "megabytes of peak memory (the runtime process's peak RSS), more than 0"),
     "max_cost_per_month": (0.0, None, "an amount per month in the [cost] currency, 0 or more"),
 }
 QUALITY_LIMITS = ("min_accuracy_ratio", "min_accuracy")
@@ -27,6 +28,7 @@ class Sla:
     min_accuracy: float | None = None  # absolute floor on the headline quality
     max_latency_ms: float | None = None  # p50
     max_size_mb: float | None = None
+    max_memory_mb: float | None = None  # peak RSS of the runtime's process while it ran the candidate
     max_cost_per_month: float | None = None  # needs [cost]
     # Limits the job accepts unmeasured on this target (e.g. latency on an emulator): named, never silent.
     unverified_ok: tuple[str, ...] = ()
@@ -111,6 +113,9 @@ def shortfalls(row: Row, sla: Sla) -> list[dict]:
         miss("max_latency_ms", p50, sla.max_latency_ms, f"p50 {p50:.1f} ms > {sla.max_latency_ms:g} ms")
     if sla.max_size_mb is not None and row.size_mb > sla.max_size_mb:
         miss("max_size_mb", row.size_mb, sla.max_size_mb, f"size {row.size_mb:.1f} MB > {sla.max_size_mb:g} MB")
+    memory = measured_memory(row)
+    if sla.max_memory_mb is not None and memory is not None and memory > sla.max_memory_mb:
+        miss("max_memory_mb", memory, sla.max_memory_mb, f"peak memory {memory:.0f} MB > {sla.max_memory_mb:g} MB")
     cost = row.cost_per_month
     if sla.max_cost_per_month is not None and cost is not None and cost > sla.max_cost_per_month:
         miss("max_cost_per_month", cost, sla.max_cost_per_month,
@@ -125,6 +130,14 @@ def _noisy(row: Row, sla: Sla) -> bool:
     return bool(spread.get("noisy") and interval and interval[0] <= sla.max_latency_ms <= interval[1])
 
 
+def measured_memory(row: Row) -> float | None:
+    """The candidate's peak memory on its runtime, or None when none was measured, or only an emulator's
+    (whose footprint is the emulator's, not the device's)."""
+    if row.peak_rss_mb is None or row.obtained.get("outputs") == "emulated" or row.obtained.get("memory"):
+        return None
+    return row.peak_rss_mb
+
+
 def unchecked(row: Row, sla: Sla) -> dict[str, str]:
     """Limits the row cannot be judged on here, each with why."""
     found = {}
@@ -137,6 +150,10 @@ def unchecked(row: Row, sla: Sla) -> dict[str, str]:
             found["max_latency_ms"] = (f"max_latency_ms {sla.max_latency_ms:g} not decided: the timings are too noisy "
                                        f"(p50 {row.latency_p50_ms:.1f} ms, 95% interval {low:.1f}–{high:.1f} ms, "
                                        f"after {row.latency.get('rounds', 1)} rounds)")
+    if sla.max_memory_mb is not None and measured_memory(row) is None:
+        why = ("an emulator's memory is not the device's" if row.obtained.get("outputs") == "emulated"
+               else row.obtained.get("memory") or "no peak memory was measured")
+        found["max_memory_mb"] = f"max_memory_mb {sla.max_memory_mb:g} not checked: {why}"
     if sla.max_cost_per_month is not None and row.cost_per_month is None:
         found["max_cost_per_month"] = (f"max_cost_per_month {sla.max_cost_per_month:g} not checked: no cost per month "
                                        "(set [cost], and a latency for a price per device-hour)")

@@ -97,6 +97,7 @@ def test_locate_finds_keys_in_tables_dotted_keys_and_inline_tables():
     ('[sla]\nmax_latency_ms = 0\n', ["edge-pack.toml:2", "sla.max_latency_ms", "more than 0"]),
     ('[sla]\nmin_accuracy = 1.2\n', ["edge-pack.toml:2", "sla.min_accuracy", "between 0 and 1"]),
     ('[sla]\nmax_cost_per_month = -1\n', ["edge-pack.toml:2", "sla.max_cost_per_month", "0 or more"]),
+    ('[sla]\nmax_memory_mb = nan\n', ["edge-pack.toml:2", "sla.max_memory_mb", "finite number", "peak RSS"]),
     ('[sla]\nconfidence = 1.5\n', ["edge-pack.toml:2", "sla.confidence", "0.95"]),
     ('[sla.ios]\nunverified_ok = ["latency"]\n', ["edge-pack.toml:2", "sla.ios.unverified_ok", "'latency'",
                                                    "max_latency_ms"]),

@@ -132,6 +132,23 @@ def test_a_limit_that_cannot_be_checked_is_unverified_unless_accepted():
     assert decision.recommended == "int8" and decision.text.endswith("passes what was measured; latency accepted unmeasured")
 
 
+def test_a_memory_limit_without_a_measured_peak_is_unverified_never_passed():
+    """'no memory figure' (issue 14, three verdicts): no peak RSS, or only an emulator's, checks nothing."""
+    sla = Sla(max_memory_mb=200)
+    small, big, unmeasured, emulated = (row(p, 8, 23, 0.9, 6) for p in ("a", "b", "c", "d"))
+    small.peak_rss_mb, big.peak_rss_mb, emulated.peak_rss_mb = 150.0, 250.4, 90.0
+    emulated.obtained = {"outputs": "emulated", "latency": "not measured"}
+    assert judge(small, sla).status == "pass"
+    assert judge(big, sla).reasons == ["peak memory 250 MB > 200 MB"]
+    assert judge(unmeasured, sla).unverified == ["max_memory_mb 200 not checked: no peak memory was measured"]
+    assert judge(emulated, sla).unverified == ["max_memory_mb 200 not checked: an emulator's memory is not the "
+                                               "device's"]
+    accepting = Sla(max_memory_mb=200, unverified_ok=("max_memory_mb",))
+    assert judge(emulated, accepting).summary() == "pass (passes what was measured; memory accepted unmeasured)"
+    decision = recommendation("t", judged([big], sla), sla)
+    assert decision.blocking[0]["limit"] == "max_memory_mb" and "by 50.4 MB" in decision.text
+
+
 def test_a_non_finite_quality_fails():
     """item 2: `ratio < floor` is False for NaN."""
     broken = row("q8", 8, 23, float("nan"), 6)
