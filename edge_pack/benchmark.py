@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, metrics, statistics
+from .cascade_row import add_cascades, check_built
 from .config import Config, load_config
 from .contracts import BuildOptions
 from .decide import cliff, recommendation
 from .errors import RunnerError, UserError
 from .evalset import Preprocessor, make_evalset
 from .hashing import text_sha256
+from .lineup import is_job, measure_models
 from .manifest import MANIFEST, read_manifest
 from .measure import reference_vectors, run_artifact
 from .pipeline import build
@@ -34,6 +36,7 @@ from .quiet import captured
 from .release import write_release_zips
 from .results import Quality, Results, Row, TargetResult, write_results_files
 from .runners import RunOptions, get_runner, runtime_missing
+from .scoring import classifier_confidence
 from .sla import Sla, judge
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked
@@ -91,6 +94,8 @@ def measure(path: str | Path, targets: list[str] | None, precisions: list[str] |
     options.check()
     if (Path(path) / MANIFEST).is_file():
         with locked(Path(path)):  # a build swapping this folder meanwhile would mix two bundles' numbers
+            if is_job(read_manifest(Path(path))):  # several models: one bundle each, judged together
+                return measure_models(Path(path), targets, precisions, options, config)
             given = (_given_source(options.source, Path(path), allow_pickle, trust_remote_code) if options.source
                      else None)
             return measure_bundle(Path(path), targets, precisions, options, config, source=given)
@@ -148,6 +153,8 @@ def measure_bundle(bundle: Path, targets: list[str] | None, precisions: list[str
     chosen = [a for a in manifest["artifacts"] if a["target"] in names
               and (not precisions or a["precision"] in precisions)]
     # Everything a user can get wrong is checked before the first measurement.
+    if config.cascade is not None and not config.models:
+        check_built(config, {None: {a["precision"] for a in chosen}})
     plans = [_plan(name, manifest, bundle, chosen, source, specs, config, options) for name in names]
     rows, per_target = [], {}
     with steps(options.progress) as bar:
@@ -162,6 +169,8 @@ def measure_bundle(bundle: Path, targets: list[str] | None, precisions: list[str
                       tool=manifest.get("tool", {}), sla_file=str(config.path) if config.path else None,
                       options={"runs": options.runs, "warmup": options.warmup, "seq_len": options.seq_len,
                                "rounds": min(options.rounds, options.runs)})
+    if config.cascade is not None and not config.models:  # a job of several models routes in lineup.py
+        add_cascades(results, config)
     if write:
         try:
             _write(bundle, manifest, results)
@@ -178,6 +187,7 @@ def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str,
     labeled = evalset.labels is not None
     base_correct = metrics.correct(kind, baseline, evalset.labels) if labeled else None
     base_metrics = {"accuracy": float(base_correct.mean())} if labeled else {}
+    base_samples = labeled_samples(kind, baseline, base_correct) if labeled else []
     base_metrics.update(metrics.intrinsic(kind, baseline, evalset.samples))
     quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
                                                        "top1_agreement": 1.0, "same_top1": 1.0}, labeled)
@@ -220,7 +230,8 @@ def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str,
         name=name, runtime=plan["runtime"], measured_on=measured_on, threads=plan["options"].threads,
         sla=sla.describe(), eval=evalset.origin, decision=decision, cliff=cliff(rows, sla, base_value), cost=cost,
         device=manifest["targets"][name].get("device", {}),
-        baseline={"origin": origin, "quality": {"name": quality_name, "value": base_value}, "metrics": base_metrics},
+        baseline={"origin": origin, "quality": {"name": quality_name, "value": base_value}, "metrics": base_metrics,
+                  **({"samples": base_samples} if base_samples else {})},
         rejected_at_build=[r for r in manifest.get("rejected", []) if r["target"] == name],
         sensitivity=manifest["targets"][name].get("sensitivity"),
         load={"before": load_before, "during": max((l for t in timings.values() for l in t["load"]),
@@ -328,6 +339,7 @@ def _fill(row: Row, result, vectors, kind, evalset, baseline, base_correct, base
         correct = metrics.correct(kind, vectors, evalset.labels)
         found["accuracy"] = float(correct.mean())
         certainty = statistics.accuracy_certainty(correct, base_correct)
+        row.samples = labeled_samples(kind, vectors, correct)
     name, value = metrics.headline(kind, found, base_correct is not None)
     note = result.latency_note  # timings that would not be the device's are not reported at all
     row.runtime, row.host, row.threads, row.metrics = result.runtime, result.host, plan["options"].threads, found
@@ -341,6 +353,14 @@ def _fill(row: Row, result, vectors, kind, evalset, baseline, base_correct, base
                           certainty)
     if kind == metrics.NEXT_TOKEN:
         row.estimates = _estimates(row.bytes, plan["device"], result.host, found)
+
+
+def labeled_samples(kind: str, vectors, correct) -> list[dict]:
+    """Per labeled sample: its id (its position in the eval file, from 1), whether it was answered right and
+    the model's confidence (a classifier's maximum softmax probability; none for an embedder's centroids)."""
+    return [{"id": str(index + 1), "correct": bool(right),
+             "confidence": classifier_confidence(vector) if kind == metrics.LOGITS else None}
+            for index, (vector, right) in enumerate(zip(vectors, correct))]
 
 
 def _latency(row: Row, found: dict, sla: Sla) -> None:
@@ -362,7 +382,7 @@ def _latency(row: Row, found: dict, sla: Sla) -> None:
 def _copy_measurement(row: Row, measured: Row) -> None:
     """A candidate whose files are byte for byte another's gets that one's measurement, and says so."""
     for name in ("error", "runtime", "host", "threads", "obtained", "load_ms", "latency_p50_ms", "latency_p90_ms",
-                 "latency_runs", "latency_note", "latency", "peak_rss_mb", "metrics", "quality", "estimates"):
+                 "latency_runs", "latency_note", "latency", "peak_rss_mb", "metrics", "quality", "estimates", "samples"):
         setattr(row, name, getattr(measured, name))
     row.warnings = [*measured.warnings, f"the same bytes as {measured.precision}: measured once"]
 

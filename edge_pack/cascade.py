@@ -85,6 +85,11 @@ def split(ids: list[str]) -> tuple[list[str], list[str]]:
     return pick, report
 
 
+def routed(first: Stage, fallback: Stage, ids: list[str], threshold: float) -> list[bool]:
+    """Per sample, whether the answer used at this threshold is right (the fallback's when escalated)."""
+    return [(first if first.samples[i].confidence >= threshold else fallback).samples[i].correct for i in ids]
+
+
 def route(first: Stage, fallback: Stage, ids: list[str], threshold: float,
           requests_per_month: float | None = None) -> Point:
     escalated = [i for i in ids if first.samples[i].confidence < threshold]

@@ -20,7 +20,8 @@ def target_charts(name: str, target: TargetResult, rows: list[Row]) -> list[dict
     the SLA's limits drawn. Returns [{"id", "title", "svg"}]; none when nothing was measured."""
     import matplotlib
 
-    ran = sorted(measured(rows), key=lambda r: (-r.bits_shown, r.bytes))
+    everything = sorted(measured(rows), key=lambda r: (-r.bits_shown, r.bytes))
+    ran = [r for r in everything if r.cascade is None]  # a cascade has no bits of its own: the size chart has it
     if not ran:
         return []
     sla = Sla.of(target.sla)
@@ -37,7 +38,7 @@ def target_charts(name: str, target: TargetResult, rows: list[Row]) -> list[dict
             if kind == "latency-size" and all(r.latency_p50_ms is None for r in ran):
                 continue  # an emulator takes no timings (the table says so): no chart rather than an empty one
             fig, ax = _figure()
-            draw(ax, ran, target.recommended, lines, quality_name)
+            draw(ax, everything if kind == "quality-size" else ran, target.recommended, lines, quality_name)
             chart_id = f"{_slug(name)}-{kind}"
             charts.append({"id": chart_id, "title": title, "svg": _svg(fig, chart_id)})
         if target.sensitivity:  # measured by --precision auto (sensitivity.py)
@@ -47,6 +48,12 @@ def target_charts(name: str, target: TargetResult, rows: list[Row]) -> list[dict
             sensitivity_chart(ax, target.sensitivity)
             chart_id = f"{_slug(name)}-sensitivity"
             charts.append({"id": chart_id, "title": "the 5 layers that cost the most fidelity per byte saved",
+                           "svg": _svg(fig, chart_id)})
+        for row in (r for r in everything if r.cascade):
+            fig, ax = _figure()
+            _cascade(ax, row, lines, quality_name)
+            chart_id = f"{_slug(name)}-cascade"
+            charts.append({"id": chart_id, "title": f"cascade {row.precision}: {quality_name} vs share escalated",
                            "svg": _svg(fig, chart_id)})
     return charts
 
@@ -73,13 +80,13 @@ def _points(ax, rows, xs, ys, recommended, log_x: bool = False) -> None:
     span_y = (max(y for _, _, y in placed) - min(y for _, _, y in placed)) or 1.0
     seen: dict[tuple, int] = {}
     for (row, x, y), sx in zip(placed, scale_x):
-        ship = row.precision == recommended
+        ship = row.key == recommended
         ax.scatter([x], [y], s=90 if ship else 28, marker="*" if ship else "o", color=SHIP if ship else _color(row),
                    zorder=3, edgecolors="white", linewidths=0.5)
         key = (round((sx - min(scale_x)) / span_x * 25), round((y - min(p[2] for p in placed)) / span_y * 25))
         stacked = seen.get(key, 0)
         seen[key] = stacked + 1
-        ax.annotate(row.precision, (x, y), xytext=(5, 3 + 9 * stacked), textcoords="offset points", fontsize=7,
+        ax.annotate("cascade" if row.cascade else row.key, (x, y), xytext=(5, 3 + 9 * stacked), textcoords="offset points", fontsize=7,
                     color="#24292f")
 
 
@@ -105,7 +112,21 @@ def _cliff(ax, rows, recommended, lines, quality_name) -> None:
     _frame(ax, "bits per weight", quality_name, [r.quality.value for r in rows], lines)
 
 
+def pareto(rows: list[Row]) -> list[Row]:
+    """The candidates no other beats on both size and quality (smaller or equal, and better or equal, one
+    strictly), from the smallest up: what a model of another size or precision can be traded against."""
+    front = []
+    for row in sorted(rows, key=lambda r: (r.size_mb, -r.quality.value)):
+        if not front or row.quality.value > front[-1].quality.value:
+            front.append(row)
+    return front
+
+
 def _quality_size(ax, rows, recommended, lines, quality_name) -> None:
+    front = pareto(rows)
+    if len(front) > 1:
+        ax.step([r.size_mb for r in front], [r.quality.value for r in front], where="post", color=SHIP,
+                linewidth=0.9, alpha=0.5, label="Pareto front", zorder=2)
     _points(ax, rows, [r.size_mb for r in rows], [r.quality.value for r in rows], recommended)
     _limit(ax, lines["baseline"], True, "fp32 source", BASELINE, ":")
     if lines["floor"] is not None:
@@ -131,6 +152,26 @@ def _latency_size(ax, rows, recommended, lines, quality_name) -> None:
         ax.plot([], [], " ", label=f"max p50 {limit:g} ms (far above)")
     ax.set_ylim(0, top)
     _frame(ax, "size (MB)", "p50 latency (ms), bar to p90", None, lines, x_from_zero=True)
+
+
+def _cascade(ax, row: Row, lines, quality_name) -> None:
+    """Accuracy of the routed answers vs the share sent to the fallback, every threshold on the reported
+    half; the picked threshold is the star, the two stages alone are the ends."""
+    curve = sorted(row.cascade["curve"], key=lambda p: (p["escalated"], p["accuracy"]))
+    ax.plot([p["escalated"] for p in curve], [p["accuracy"] for p in curve], color=SHIP, linewidth=1, marker="o",
+            markersize=2.5, zorder=3, label="thresholds (reported half)")
+    point = row.cascade["point"]
+    ax.scatter([point["escalated"]], [point["accuracy"]], s=90, marker="*", color=_color(row), zorder=4,
+               edgecolors="white", linewidths=0.5, label=f"picked: threshold {row.cascade['threshold']:.3f}")
+    for end, label in (("first_alone", row.cascade["first"]), ("fallback_alone", row.cascade["fallback"])):
+        found = row.cascade[end]
+        ax.annotate(f"{label} alone", (found["escalated"], found["accuracy"]), xytext=(4, -10),
+                    textcoords="offset points", fontsize=7, color="#24292f")
+    if lines["floor"] is not None:
+        _limit(ax, lines["floor"], True, f"SLA floor {lines['floor']:.3f}")
+    ax.set_xlim(-0.03, 1.03)
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
+    _frame(ax, "share escalated to the fallback", quality_name, [p["accuracy"] for p in curve], lines)
 
 
 def _frame(ax, xlabel: str, ylabel: str, values, lines, x_from_zero: bool = False) -> None:

@@ -200,11 +200,26 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, a
     staging.HOLD_SIGNALS_AFTER_COMMIT = True  # once the bundle is in place, the exit code must say so
     job = _job(config_path)
     options = _build_options(job, option_flags, calibration, timeout)
+    out = out or job.out or Path("dist")
+    if not source and job.models:  # several models: a bundle each inside OUT (edge_pack/lineup.py)
+        from .lineup import build_models
+
+        built = build_models(job.models, job.baseline, targets or job.targets or ("all",),
+                             list(precisions) or job.precisions, out, allow_pickle=allow_pickle,
+                             trust_remote_code=trust_remote_code, target_files=job.target_files,
+                             progress=not as_json, options=options)
+        if as_json:
+            _emit_json(built)
+        else:
+            for name, manifest in built["models"].items():
+                _show(build_table(manifest, model=name))
+            click.echo(f"bundle: {out}  (a bundle per model inside it; manifest.json names them)")
+        failed = [r for m in built["models"].values() for r in m["rejected"] if r["status"] == "failed"]
+        return EXIT_FAILED if failed else EXIT_OK
     source = source or job.source
     if not source:
         raise UserError("give SOURCE (a model folder, .onnx file, package.module:factory or 'demo'), or set "
-                        "source in edge-pack.toml")
-    out = out or job.out or Path("dist")
+                        "source (or [[models]]) in edge-pack.toml")
     manifest = run_build(source, targets or job.targets or ("all",), list(precisions) or job.precisions, out,
                          allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                          target_files=job.target_files, progress=not as_json, options=options)
@@ -273,7 +288,12 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
         if job.out is None:
             raise UserError("give a bundle folder (or SOURCE with --target), or set out in edge-pack.toml")
         path = str(job.out)
-        if builds and job.source:
+        if builds and job.models:
+            from .lineup import build_models
+
+            build_models(job.models, job.baseline, targets or job.targets or ("all",), job.precisions, job.out,
+                         target_files=job.target_files, progress=not as_json, options=options)
+        elif builds and job.source:
             run_build(job.source, targets or job.targets or ("all",), job.precisions, job.out,
                       target_files=job.target_files, progress=not as_json, options=options)
             source_spec = source_spec or job.source  # the job's own source, just built from: its fp32 reference

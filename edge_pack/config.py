@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .models import CascadeSpec, ModelReader, ModelSpec
 from .sla import CONFIDENCES, LIMITS, SLA_KEYS, Sla, limit_problem
 from .targets import AUTO, SWEEP, declared_options, load_targets
 
@@ -20,8 +21,8 @@ PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests", "price_per_
 COST_KEYS = ("requests_per_month", "downloads_per_month", *PRICE_KEYS, "currency")
 VOLUME_OF = {"price_per_device_hour": "requests_per_month", "price_per_million_requests": "requests_per_month",
              "price_per_gb_downloaded": "downloads_per_month"}
-TOP_KEYS = ("source", "targets", "target_files", "precisions", "runtimes", "eval", "calibration", "out", "options",
-            "bench", "sla", "cost")
+TOP_KEYS = ("source", "models", "baseline", "targets", "target_files", "precisions", "runtimes", "eval", "calibration",
+            "out", "options", "bench", "sla", "cost", "cascade")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class Config:
     target_sla: dict[str, Sla] = field(default_factory=dict)
     cost: Cost | None = None
     target_cost: dict[str, Cost] = field(default_factory=dict)
+    models: tuple[ModelSpec, ...] = ()  # [[models]]: several sources in one job (edge_pack/models.py)
+    baseline: str | None = None  # the model whose fp32 accuracy quality ratios are taken against
+    cascade: CascadeSpec | None = None
 
     def sla_for(self, target: str) -> Sla:
         return self.target_sla.get(target, self.sla)
@@ -153,6 +157,9 @@ class _Reader:
         except UserError as exc:
             self.fail("target_files", f"names a target file that cannot be used ({exc.message})")
         config = Config(path=self.path, target_files=files + tuple(extra_targets))
+        models = ModelReader(self.fail, self.source)
+        config.models = models.models(data)
+        config.baseline = models.baseline(data, config.models)
         if "source" in data:
             config.source = self.source(self.string("source", data["source"]))
         if "targets" in data:
@@ -176,6 +183,7 @@ class _Reader:
             if self.string(f"runtimes.{name}", runtime) not in targets[name].runtimes:
                 self.fail(f"runtimes.{name}", f"must be one of {', '.join(targets[name].runtimes)}, not {runtime!r}")
             config.runtimes[name] = runtime
+        config.cascade = models.cascade(data, config.models, config.precisions)
         sla_table = self.table("sla", data.get("sla", {}))
         config.sla = Sla().override(self.sla_values(sla_table, "sla", known))
         config.target_sla = {name: config.sla.override(self.sla_values(self.table(f"sla.{name}", sub), f"sla.{name}", ()))
@@ -321,11 +329,17 @@ def locate(text: str, dotted: str) -> int | None:
     want = tuple(dotted.split("."))
     table: tuple[str, ...] = ()
     nearest = None
+    counts: dict[tuple[str, ...], int] = {}  # [[array]] tables seen so far: the n-th is key array.<n-1>
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line)
         if header:
             table = _key_parts(header.group(1))
+            if line.startswith("[["):
+                counts[table] = counts.get(table, -1) + 1
+                table = (*table, str(counts[table]))
+            if table[:len(want)] == want and nearest is None:  # "models": the first [[models]]
+                nearest = number
             if table == want:
                 return number
             if want[:len(table)] == table and table:

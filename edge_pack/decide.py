@@ -37,7 +37,7 @@ def cliff(rows: list[Row], sla: Sla, baseline: float) -> dict:
     points = []
     for row in sorted(measured(rows), key=lambda r: (-r.bits_shown, r.bytes)):
         misses = [s for s in shortfalls(row, sla) if s["limit"] in QUALITY_LIMITS]
-        points.append({"precision": row.precision, "bits": round(row.bits_shown, 2), "nominal_bits": row.bits,
+        points.append({"precision": row.key, "bits": round(row.bits_shown, 2), "nominal_bits": row.bits,
                        "value": row.quality.value, "ratio": row.quality.ratio, "size_mb": row.size_mb,
                        "keeps_quality": not misses})
     if not points:
@@ -71,7 +71,7 @@ def cheapest(rows: list[Row], by_cost: bool, status: str = PASS) -> Row | None:
     that row (their latencies differ by noise alone), so the pick does not flip between names for one file."""
     seen, eligible = set(), []
     for row in rows:
-        if row.verdict.status == status and (row.content is None or row.content not in seen):
+        if row.cascade is None and row.verdict.status == status and (row.content is None or row.content not in seen):
             eligible.append(row)
             seen.add(row.content)
 
@@ -97,42 +97,60 @@ def recommendation(name: str, rows: list[Row], sla: Sla, currency: str | None = 
     best = cheapest(rows, by_cost)
     if best is not None:
         accepted = best.verdict.accepted_text()
-        return Decision(best.precision, f"{name}: ship {best.precision} — {chose} that meets the SLA "
-                        f"({_facts(best, currency)}){'; ' + accepted if accepted else ''}", chose, status=PASS)
+        return Decision(best.key, f"{name}: ship {best.label} — {chose} that meets the SLA "
+                        f"({_facts(best, currency)}){_versus(best, rows, by_cost)}{'; ' + accepted if accepted else ''}",
+                        chose, status=PASS)
     unverified = cheapest(rows, by_cost, UNVERIFIED)
     if unverified is not None:
         open_limits = "; ".join(dict.fromkeys(unverified.verdict.unverified))
         keys = sorted({key for r in rows for key in unchecked(r, sla)} - set(sla.unverified_ok))
         accept = ", ".join(f'"{k}"' for k in keys)
-        return Decision(None, f"{name}: unverified — {unverified.precision} ({_facts(unverified, currency)}) passes "
+        return Decision(None, f"{name}: unverified — {unverified.label} ({_facts(unverified, currency)}) passes "
                         f"what was measured, but {open_limits}; measure it where the limit can be checked, or accept "
-                        f"it with [sla.{name}] unverified_ok = [{accept}]", chose, closest=unverified.precision,
+                        f"it with [sla.{name}] unverified_ok = [{accept}]", chose, closest=unverified.key,
                         status=UNVERIFIED)
     ran = measured(rows)
     if not ran:
         errors = [r.error for r in rows if r.error]
         reason = f": {errors[0]}" if errors else ""
         return Decision(None, f"{name}: no candidate meets the SLA — none ran{reason}", chose)
-    misses = {r.precision: shortfalls(r, sla) for r in ran}
+    misses = {r.key: shortfalls(r, sla) for r in ran}
     quality_name = ran[0].quality.name
     blocking = []
     for limit in LIMITS:
         if all(any(s["limit"] == limit for s in found) for found in misses.values()):
-            nearest = min(ran, key=lambda r: _miss(misses[r.precision], limit)["by"])
-            miss = _miss(misses[nearest.precision], limit)
-            blocking.append({"limit": limit, "precision": nearest.precision, "by": miss["by"], "text": miss["text"]})
-    closest = min(ran, key=lambda r: (len(misses[r.precision]), sum(_relative(s) for s in misses[r.precision])))
+            nearest = min(ran, key=lambda r: _miss(misses[r.key], limit)["by"])
+            miss = _miss(misses[nearest.key], limit)
+            blocking.append({"limit": limit, "precision": nearest.label, "by": miss["by"], "text": miss["text"]})
+    closest = min(ran, key=lambda r: (len(misses[r.key]), sum(_relative(s) for s in misses[r.key])))
     if blocking:
         parts = [f"every candidate misses {LIMIT_NAMES[b['limit']]}; the nearest, {b['precision']}, by "
                  f"{gap(b['limit'], b['by'], quality_name)} ({b['text']})" for b in blocking]
         text = f"{name}: no candidate meets the SLA — " + "; ".join(parts)
     else:
-        found = misses[closest.precision]
+        found = misses[closest.key]
         text = (f"{name}: no candidate meets the SLA — no single limit rules them all out; the closest, "
-                f"{closest.precision}, misses " + "; ".join(
+                f"{closest.label}, misses " + "; ".join(
                     f"{LIMIT_NAMES[s['limit']]} by {gap(s['limit'], s['by'], quality_name)} ({s['text']})"
                     for s in found))
-    return Decision(None, text, chose, blocking, closest.precision)
+    return Decision(None, text, chose, blocking, closest.key)
+
+
+def _versus(best: Row, rows: list[Row], by_cost: bool) -> str:
+    """In a job of several models, the best candidate of each other model beside the one shipped: its
+    cheapest passing candidate, else its most accurate one — ' vs small f16 (270 MB, accuracy 0.780, fails
+    ...)'. Empty for one source."""
+    others = dict.fromkeys(r.model for r in rows if r.model and r.model != best.model and r.cascade is None)
+    parts = []
+    for model in others:
+        own = [r for r in rows if r.model == model and r.cascade is None]
+        pick = cheapest(own, by_cost) or max(measured(own), key=lambda r: (r.quality.value, -r.bytes), default=None)
+        if pick is None:
+            continue
+        how = "passes too" if pick.verdict.status == PASS else pick.verdict.summary()
+        parts.append(f" vs {pick.label} ({number(pick.size_mb)} MB, {pick.quality.name} {pick.quality.value:.3f}, "
+                     f"{how})")
+    return "".join(parts)
 
 
 def _facts(row: Row, currency: str | None) -> str:

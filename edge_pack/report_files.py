@@ -43,11 +43,13 @@ def _view(results: Results) -> dict:
     for name, target in results.targets.items():
         rows = results.rows_of(name)
         currency = (target.cost or {}).get("currency")
-        recommended = next((r for r in rows if r.precision == target.recommended), None)
+        recommended = next((r for r in rows if r.key == target.recommended), None)
         targets.append({
             "name": name, "info": target, "decision": target.decision.text, "cliff": target.cliff.get("text", ""),
             "status": target.status, "passed": target.passed, "recommended": recommended and _row(recommended, target),
-            "rows": [_row(r, target) for r in sorted(rows, key=lambda r: (-r.bits, r.bytes))],
+            "rows": [_row(r, target) for r in sorted(rows, key=_order(results))],
+            "models": any(r.model for r in rows),
+            "cascades": [{"name": r.precision, "text": r.cascade["text"]} for r in rows if r.cascade],
             "rejected": target.rejected_at_build, "sla": _sla_text(target.sla),
             "cost": target.cost, "how": _how(target, rows, results.options),
             "charts": target_charts(name, target, rows), "device": (target.device or {}).get("name"),
@@ -57,7 +59,13 @@ def _view(results: Results) -> dict:
             "headline": HEADLINES[results.status], "passed": results.passed, "tool": results.tool,
             "edge_pack": results.edge_pack, "options": results.options, "sla_file": results.sla_file,
             "unmeasured": results.unmeasured, "created": results.created,
-            "any_cost": any(t["cost"] for t in targets)}
+            "any_cost": any(t["cost"] for t in targets), "models": results.models, "baseline": results.baseline}
+
+
+def _order(results: Results):
+    """Rows by model (as the job lists them), then bits and size; the cascade last."""
+    models = list(results.models)
+    return lambda r: (r.cascade is not None, models.index(r.model) if r.model in models else 0, -r.bits, r.bytes)
 
 
 def _row(row: Row, target: TargetResult) -> dict:
@@ -68,7 +76,7 @@ def _row(row: Row, target: TargetResult) -> dict:
     not_measured = [f"{what} {how}" for what, how in row.obtained.items() if how != "measured"]
     cost, currency = row.cost_per_month, (target.cost or {}).get("currency")
     return {
-        "precision": row.precision, "bits": _bits(row), "size": number(row.size_mb),
+        "precision": row.precision, "model": row.model or "", "label": row.label, "bits": _bits(row), "size": number(row.size_mb),
         "quality": f"{quality.value:.3f}" if quality else "—", "certainty": certainty_text(row),
         "delta": (f"{quality.delta * 100:+.1f} pt" if quality.name.endswith("accuracy") else f"{quality.delta:+.4f}")
         if quality else "",
@@ -78,7 +86,7 @@ def _row(row: Row, target: TargetResult) -> dict:
         # where a table has no currency column: the amount with its currency, or — when there is none
         "price": f"{cost:,.2f} {currency}" if cost is not None and currency else "—",
         "cost_terms": "; ".join(f"{t['term']} {t['amount']:,.2f} ({t['inputs']})" for t in row.cost_terms),
-        "status": row.verdict.status, "passed": row.verdict.passed, "ship": row.precision == target.recommended,
+        "status": row.verdict.status, "passed": row.verdict.passed, "ship": row.key == target.recommended,
         "result": row.verdict.summary(), "notes": "; ".join(row.verdict.notes),
         "reasons": "; ".join(row.verdict.reasons), "obtained": ", ".join(not_measured) or "measured",
         "runtime": row.runtime or "—",

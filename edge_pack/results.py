@@ -114,10 +114,25 @@ class Row:
     cost_per_month: float | None = None
     cost_terms: list[dict] = field(default_factory=list)  # estimated cost terms beside device time
     verdict: Verdict = field(default_factory=lambda: Verdict(FAIL, ["not measured"]))
+    model: str | None = None  # which of the job's [[models]] (None in a job of one source)
+    # Per labeled sample: {"id", "correct", "confidence"} (and "output" for generated text): what the
+    # cascade routes on and what a candidate is compared on against another model's baseline.
+    samples: list[dict] = field(default_factory=list)
+    cascade: dict | None = None  # set on the cascade's row: its stages, threshold and curve (cascade_row.py)
 
     @property
     def ran(self) -> bool:
         return self.error is None and self.quality is not None
+
+    @property
+    def key(self) -> str:
+        """The candidate's name in its target: the precision, or model:precision in a job of several models."""
+        return f"{self.model}:{self.precision}" if self.model else self.precision
+
+    @property
+    def label(self) -> str:
+        """The candidate as a sentence names it: 'large q4_k_m' (the precision alone for one source)."""
+        return f"{self.model} {self.precision}" if self.model and not self.cascade else self.precision
 
     @property
     def bits_shown(self) -> float:
@@ -232,6 +247,8 @@ class Results:
     sla_file: str | None = None
     releases: dict[str, str] | None = None
     unmeasured: list[str] = field(default_factory=list)  # targets of a merged bundle that no bench measured
+    models: dict = field(default_factory=dict)  # a job of several models: name -> its source, described
+    baseline: str | None = None  # ...and the one whose fp32 accuracy the ratios are taken against
     schema: int = SCHEMA
 
     @property

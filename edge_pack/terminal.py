@@ -71,7 +71,7 @@ def _result(row: Row, target: TargetResult) -> str:
     verdict = row.verdict
     word, _, rest = verdict.summary().partition(" ")
     mark = f"[{MARKS[verdict.status]}]{word}[/]" + (f" {escape(rest)}" if rest else "")
-    if row.precision == target.recommended:
+    if row.key == target.recommended:
         mark += " [bold]★ ship[/]"
     mark += "".join(f"\n[yellow]⚠ {escape(w)}[/]" for w in [*row.warnings, *verdict.notes])
     return mark
@@ -80,6 +80,8 @@ def _result(row: Row, target: TargetResult) -> str:
 def _p50(row: Row) -> str:
     if row.latency_note:
         return f"[yellow]{row.latency_note}[/]"
+    if row.cascade and row.latency_p50_ms is not None:  # the stages' p50s weighted by the share escalated
+        return f"{_num(row.latency_p50_ms)}\n[dim]expected[/]"
     interval = (row.latency or {}).get("p50_interval")
     text = _num(row.latency_p50_ms)
     return f"{text}\n[dim]{_num(interval[0])}–{_num(interval[1])}[/]" if interval else text
@@ -97,19 +99,21 @@ def verdict_table(results: Results) -> Group:
         if target.cost:
             extra.append((f"{target.cost['currency']}/month", lambda r: f"{r.cost_per_month:,.2f}"
                           if r.cost_per_month is not None else "—"))
-        for header, justify in (("target", "left"), ("precision", "left"), ("bits", "right"), ("size MB", "right"),
+        models = any(r.model for r in target_rows)  # a job of several models: which one each row is
+        for header, justify in (("target", "left"), *((("model", "left"),) if models else ()), ("precision", "left"), ("bits", "right"), ("size MB", "right"),
                                 (target.quality_name, "right"), ("vs fp32", "right"), ("p50 ms", "right"),
                                 ("p90 ms", "right"), ("load ms", "right"),
                                 *((header, "right") for header, _ in extra), ("result", "left")):
             # a header's lines never wrap, however wide the result column gets: a cut "Pi 4 / Pi 5" misleads
             table.add_column(header, justify=justify, min_width=max(len(line) for line in header.split("\n")))
         for row in target_rows:
-            table.add_row(name, row.precision, _bits(row), _num(row.size_mb), _quality(row), _agreement(row),
+            table.add_row(name, *((row.model or "",) if models else ()), row.precision, _bits(row),
+                          _num(row.size_mb), _quality(row), _agreement(row),
                           _p50(row), _num(row.latency_p90_ms), _num(row.load_ms),
                           *(cell(row) for _, cell in extra), _result(row, target))
         for rejected in target.rejected_at_build:
             status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]not built[/]"
-            table.add_row(name, rejected["precision"], "—", "—", "—", "—", "—", "—", "—", *("—" for _ in extra),
+            table.add_row(name, *((rejected.get("model", ""),) if models else ()), rejected["precision"], "—", "—", "—", "—", "—", "—", "—", *("—" for _ in extra),
                           f"{status}: {rejected['reason']}")
         notes = [
             f"baseline: {target.baseline['origin']}, {target.quality_name} {target.baseline_value:.3f}"
@@ -127,6 +131,7 @@ def verdict_table(results: Results) -> Group:
                          "an estimate, not a measurement")
         if target.cliff:
             notes.append(f"cliff: {escape(target.cliff['text'])}")
+        notes += [f"cascade {escape(r.precision)}: {escape(r.cascade['text'])}" for r in target_rows if r.cascade]
         notes.append(f"[bold {MARKS[target.status]}]{escape(target.decision.text)}[/]")
         parts += [table, *(Text.from_markup(n) for n in notes), Text("")]
     parts.append(Text.from_markup(f"[bold {MARKS[results.status]}]verdict: {HEADLINES[results.status]}[/]"))
@@ -138,8 +143,9 @@ def _bits(row: Row) -> str:
     return f"{row.bits_shown:.3g}"
 
 
-def build_table(manifest: dict) -> Group:
-    table = Table(title=f"built {manifest['source']['name']} ({manifest['source']['task']})", title_justify="left")
+def build_table(manifest: dict, model: str | None = None) -> Group:
+    named = f"{model} = {manifest['source']['name']}" if model else manifest["source"]["name"]
+    table = Table(title=f"built {named} ({manifest['source']['task']})", title_justify="left")
     for header in ("target", "precision", "file", "size MB", "validation"):
         table.add_column(header, justify="right" if header == "size MB" else "left")
     for artifact in manifest["artifacts"]:

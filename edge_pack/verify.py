@@ -40,11 +40,26 @@ def verify(folder: str | Path, deep: bool = False) -> dict:
     if (folder / RESULTS).is_file() and RESULTS not in listed:
         altered.append(f"{RESULTS} (its hash is not in the manifest: rerun edge-pack bench)")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    models = {entry["path"]: name for name, entry in (manifest.get("models") or {}).items()}
+    present = {p for p in present if p.split("/", 1)[0] not in models}  # each model's bundle checks itself
     report = {"checked": len(listed), "missing": sorted(missing), "altered": sorted(altered),
               "unlisted": sorted(present - listed - OWN_FILES)}
     if deep:
         broken = set(missing) | set(altered)
         report["unloadable"] = _load_each(folder, manifest, broken)
+    for path in models:  # a job of several models: a bundle per model inside it (edge_pack/lineup.py)
+        if not (folder / path).resolve().is_relative_to(folder.resolve()) or "/" in path:
+            report["altered"].append(f"models: {path} (a model's folder must be a folder of the bundle)")
+            continue
+        if not (folder / path / "manifest.json").is_file():
+            report["missing"].append(f"{path}/manifest.json")
+            continue
+        own = verify(folder / path, deep)
+        report["checked"] += own["checked"]
+        for kind in ("missing", "altered", "unlisted"):
+            report[kind] += [f"{path}/{name}" for name in own[kind]]
+        if deep:
+            report["unloadable"] += [{**f, "precision": f"{models[path]}:{f['precision']}"} for f in own["unloadable"]]
     report["ok"] = not any(report[k] for k in ("missing", "altered", "unlisted", "unloadable") if k in report)
     return report
 

@@ -86,6 +86,11 @@ def topic_classifier() -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_topic_classifier() -> Path:
+    return models.small_topic_classifier()
+
+
+@pytest.fixture(scope="session")
 def digits_classifier() -> Path:
     return models.digits_classifier()
 

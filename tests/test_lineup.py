@@ -1,0 +1,207 @@
+"""Several models in one job and the cascade between them (issue 15, sections 2 and 3), through the CLI as a
+user runs it, on two real labeled text classifiers of different sizes (tests/models.py: the topic classifier
+and a smaller one that saw fewer words): one build of every model × precision, one verdict with a model
+column and a recommendation across models, every quality against the baseline model's fp32, and the cascade
+small → large as a candidate row judged by the same SLA. Bad job files are one-line errors with their line."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from conftest import assert_one_line_error, edge_pack
+from edge_pack.config import load_config
+from edge_pack.models import Service, StageRef
+
+
+def _job(tmp_path, small, large, extra: str = "", cascade: str | None = None, name: str = "edge-pack.toml"):
+    path = tmp_path / name
+    path.write_text(f"""
+baseline = "large"
+targets = ["web"]
+precisions = ["fp32", "q8"]
+eval = "{large.parent / 'eval.jsonl'}"
+out = "dist"
+[[models]]
+name = "small"
+source = "{small}"
+[[models]]
+name = "large"
+source = "{large}"
+[bench]
+runs = 4
+warmup = 0
+[sla]
+min_accuracy_ratio = 0.9
+[cost]
+requests_per_month = 1_000_000
+price_per_device_hour = 0.05
+{extra}
+[cascade]
+{cascade or 'first = "small:q8"' + chr(10) + 'fallback = "large:fp32"'}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, small_topic_classifier, topic_classifier):
+    folder = tmp_path_factory.mktemp("lineup")
+    _job(folder, small_topic_classifier, topic_classifier)
+    run = edge_pack("bench", cwd=folder)  # builds both models first: dist/ is not there yet
+    assert run.code == 0, run.stderr + run.stdout
+    results = json.loads((folder / "dist" / "results.json").read_text())
+    return {"folder": folder, "run": run, "results": results}
+
+
+def test_one_bench_measures_every_model_and_precision_against_the_baseline_models_fp32(job):
+    results = job["results"]
+    rows = [r for r in results["rows"] if not r["cascade"]]
+    assert sorted((r["model"], r["precision"]) for r in rows) == [("large", "fp32"), ("large", "q8"),
+                                                                 ("small", "fp32"), ("small", "q8")]
+    web = results["targets"]["web"]
+    base = web["baseline"]["quality"]["value"]
+    assert web["baseline"]["origin"].endswith("of large") and results["baseline"] == "large"
+    assert set(results["models"]) == {"small", "large"}
+    for row in rows:
+        # every ratio is against large's fp32, on the same samples, whichever model the row is
+        assert row["quality"]["baseline"] == base
+        assert row["quality"]["ratio"] == pytest.approx(row["quality"]["value"] / base)
+        assert len(row["samples"]) == 80 and all(0 < s["confidence"] <= 1 for s in row["samples"])
+        assert row["quality"]["value"] == pytest.approx(sum(s["correct"] for s in row["samples"]) / 80)
+    small = {r["precision"]: r for r in rows if r["model"] == "small"}
+    # the small model lost 1 - 0.762 of large's fp32 accuracy: it fails the 0.9 floor, as decided by the SLA
+    assert small["fp32"]["quality"]["value"] < 0.9 * base
+    assert small["fp32"]["verdict"]["status"] == "fail"
+
+
+def test_the_verdict_has_a_model_column_and_a_recommendation_across_models(job):
+    web = job["results"]["targets"]["web"]
+    rows = {f"{r['model']}:{r['precision']}": r for r in job["results"]["rows"] if not r["cascade"]}
+    passing = [k for k, r in rows.items() if r["verdict"]["status"] == "pass"]
+    cheapest = min(passing, key=lambda k: (rows[k]["cost_per_month"], rows[k]["bytes"]))
+    assert web["recommended"] == cheapest and cheapest.startswith("large:")
+    model, precision = cheapest.split(":")
+    text = web["decision"]["text"]
+    assert text.startswith(f"web: ship {model} {precision} — ") and " vs small " in text
+    out = job["run"].stdout
+    header = next(line for line in out.splitlines() if "precision" in line and "target" in line)
+    assert "model" in header
+    assert "large" in out and "small" in out and "★ ship" in out
+    report = (job["folder"] / "dist" / "report.html").read_text()
+    assert "<th class=\"text\">model</th>" in report and "Pareto front" in report
+
+
+def test_the_cascade_is_a_candidate_row_judged_by_the_sla(job):
+    results = job["results"]
+    cascade = next(r for r in results["rows"] if r["cascade"])
+    found = cascade["cascade"]
+    assert cascade["model"] == "cascade" and cascade["precision"] == "small:q8 → large:fp32"
+    # the threshold was picked on one half and every figure comes from the other
+    assert found["picked_on"] + found["reported_on"] == 80 and found["picked_on"] > 0
+    assert cascade["quality"]["value"] == found["point"]["accuracy"]
+    # routing the small model's unsure answers to the large one beats the small model alone on the same half
+    assert found["first_alone"]["escalated"] == 0 and found["fallback_alone"]["escalated"] == 1
+    assert found["first_alone"]["accuracy"] < found["point"]["accuracy"] <= found["fallback_alone"]["accuracy"]
+    assert 0 < found["point"]["escalated"] < 1
+    # the pick aimed at the SLA's floor (0.9 of large's fp32) and the verdict is the SLA's
+    assert found["target_accuracy"] == pytest.approx(0.9 * results["targets"]["web"]["baseline"]["quality"]["value"])
+    expected_pass = cascade["quality"]["ratio"] >= 0.9
+    assert cascade["verdict"]["status"] == ("pass" if expected_pass else "fail")
+    # expected latency: the first stage always runs, the fallback for the escalated share
+    rows = {(r["model"], r["precision"]): r for r in results["rows"]}
+    first, fallback = rows[("small", "q8")], rows[("large", "fp32")]
+    assert cascade["latency_p50_ms"] == pytest.approx(first["latency_p50_ms"]
+                                                      + found["point"]["escalated"] * fallback["latency_p50_ms"])
+    assert cascade["bytes"] == first["bytes"] + fallback["bytes"]  # both stages ship on the device
+    assert results["targets"]["web"]["recommended"] != cascade["precision"]  # a release zip holds one candidate
+    assert "cascade small:q8 → large:fp32" in job["run"].stdout
+    assert 'aria-label="web-cascade"' in (job["folder"] / "dist" / "report.html").read_text()
+
+
+def test_the_job_bundle_verifies_and_ships_the_recommended_models_artifact(job):
+    dist = job["folder"] / "dist"
+    assert edge_pack("verify", dist).code == 0
+    assert edge_pack("verify", dist / "small").code == 0  # each model's bundle is a bundle of its own
+    recommended = job["results"]["targets"]["web"]["recommended"]
+    model, precision = recommended.split(":")
+    with zipfile.ZipFile(dist / f"{model}-web.zip") as archive:
+        inner = json.loads(archive.read("manifest.json"))
+    assert [a["precision"] for a in inner["artifacts"]] == [precision]
+    # an edited verdict no longer verifies
+    results = dist / "results.json"
+    original = results.read_text()
+    results.write_text(original.replace('"status": "fail"', '"status": "pass"'))
+    try:
+        assert edge_pack("verify", dist).code == 1
+    finally:
+        results.write_text(original)
+
+
+@pytest.mark.bad_input
+def test_a_cascade_naming_a_precision_not_built_fails_before_measuring(job, tmp_path, small_topic_classifier,
+                                                                      topic_classifier):
+    dist = job["folder"] / "dist"
+    before = (dist / "results.json").read_bytes()
+    bad = _job(tmp_path, small_topic_classifier, topic_classifier, cascade='first = "small:q4"\nfallback = "source"')
+    text = bad.read_text().replace('precisions = ["fp32", "q8"]\n', "")  # the job leaves precisions to the target
+    bad.write_text(text)
+    run = edge_pack("bench", dist, "-c", bad)
+    line = text.splitlines().index('first = "small:q4"') + 1
+    assert_one_line_error(run, 2, f"edge-pack.toml:{line}:", "small:q4", "no q4 artifact", "built: fp32, q8")
+    assert (dist / "results.json").read_bytes() == before
+
+
+def test_models_and_cascade_keys_are_read(tmp_path):
+    path = tmp_path / "edge-pack.toml"
+    path.write_text("""
+baseline = "large"
+[[models]]
+name = "small"
+source = "m/small"
+[[models]]
+name = "large"
+source = "m/large"
+[cascade]
+first = "small:q4_k_m"
+fallback = { name = "api", accuracy_from = "large:fp32", cost_per_request = 0.002, latency_ms = 800 }
+""")
+    config = load_config(path)
+    assert [(m.name, m.source) for m in config.models] == [("small", str(tmp_path / "m/small")),
+                                                           ("large", str(tmp_path / "m/large"))]
+    assert config.baseline == "large" and config.source is None
+    assert config.cascade.first == StageRef("small", "q4_k_m")
+    assert config.cascade.fallback == Service("api", StageRef("large", "fp32"), 0.002, 800.0)
+    single = tmp_path / "single.toml"
+    single.write_text('source = "m/one"\n[cascade]\nfirst = "q8"\nfallback = "source"\n')
+    config = load_config(single)
+    assert config.models == () and config.cascade.first == StageRef(None, "q8")
+    assert config.cascade.fallback == StageRef(None, "source")
+
+
+MODELS = '[[models]]\nname = "small"\nsource = "m/small"\n[[models]]\nname = "large"\nsource = "m/large"\n'
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("content, line, words", [
+    ('baseline = "huge"\n' + MODELS, 1, ["baseline", "'huge'", "no [[models]] has", "small, large"]),
+    ('baseline = "small"\n[[models]]\nname = "small"\nsource = "a"\n[[models]]\nname = "small"\nsource = "b"\n', 6,
+     ["models.1.name", "'small'", "earlier model"]),
+    ('baseline = "small"\n[[models]]\nname = "small"\nsource = "a"\n[[models]]\nname = "large"\n', 5,
+     ["models.1", "no source"]),
+    ('source = "m/one"\nbaseline = "small"\n' + MODELS, 1, ["source", "[[models]]", "both"]),
+    (MODELS, 1, ["baseline", "small, large"]),
+    ('baseline = "large"\n' + MODELS + '[cascade]\nfirst = "tiny:q8"\nfallback = "large:fp32"\n', 9,
+     ["cascade.first", "'tiny'", "no [[models]] has"]),
+    ('baseline = "large"\n' + MODELS + '[cascade]\nfirst = "small:q8"\nfallback = { name = "api", latency_ms = 800 }\n',
+     10, ["cascade.fallback", "accuracy_from", "cost_per_request"]),
+    ('baseline = "large"\nprecisions = ["q8"]\n' + MODELS + '[cascade]\nfirst = "small:q4"\nfallback = "large:q8"\n',
+     10, ["cascade.first", "'q4'", "does not build"]),
+    ('baseline = "large"\n' + MODELS + '[cascade]\nfirst = "q8"\nfallback = "large:fp32"\n', 9,
+     ["cascade.first", "names no model", "small:q8"]),
+])
+def test_bad_job_files_are_one_line_errors_with_their_line(tmp_path, content, line, words):
+    (tmp_path / "edge-pack.toml").write_text(content)
+    run = edge_pack("build", cwd=tmp_path)
+    assert_one_line_error(run, 2, f"edge-pack.toml:{line}:", *words)
+    assert not (tmp_path / "dist").exists()
