@@ -6,13 +6,13 @@ The fp32 conversion is timed on its own (a fresh cache), then each precision's q
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from build_times import latency_arguments, timed_builds
 
 ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ["fp16", "dynamic-int8", "int8", "int4"]
@@ -23,14 +23,7 @@ def measure(source: str, calibration: Path, eval_path: Path, tmp: Path, args) ->
     from edge_pack.pipeline import BuildOptions
 
     options = BuildOptions(calibration=calibration)
-    start = time.perf_counter()
-    edge_pack.build(source, ["android"], ["fp32"], tmp / "export", options=options)
-    export_s = time.perf_counter() - start
-    build_s = {}
-    for precision in PRECISIONS:
-        start = time.perf_counter()
-        edge_pack.build(source, ["android"], [precision], tmp / precision, options=options)
-        build_s[precision] = time.perf_counter() - start
+    export_s, build_s = timed_builds(source, "android", PRECISIONS, tmp, options)
     out = tmp / "all"
     manifest = edge_pack.build(source, ["android"], ["fp32", *PRECISIONS], out, options=options)
     results = edge_pack.bench(out, eval_path=eval_path, runs=args.runs, threads=args.threads)
@@ -53,10 +46,7 @@ def report(title: str, export_s: float, build_s: dict, found: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = latency_arguments(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["EDGE_PACK_CACHE"] = str(tmp / "cache")  # cold conversion, measured once

@@ -5,32 +5,22 @@ The fp32 ONNX export is timed on its own (a fresh cache), then each precision's 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
+
+from build_times import latency_arguments, timed_builds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = latency_arguments(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["EDGE_PACK_CACHE"] = str(Path(tmp) / "cache")  # cold export, measured once
         import edge_pack
         from edge_pack.targets import get_target
 
         precisions = list(get_target("web").default_precisions)
-        start = time.perf_counter()
-        edge_pack.build("demo", ["web"], ["fp32"], Path(tmp) / "export")
-        export_s = time.perf_counter() - start
-        build_s = {}
-        for precision in precisions:
-            start = time.perf_counter()
-            edge_pack.build("demo", ["web"], [precision], Path(tmp) / precision)
-            build_s[precision] = time.perf_counter() - start
+        export_s, build_s = timed_builds("demo", "web", precisions, Path(tmp))
         out = Path(tmp) / "all"
         edge_pack.build("demo", ["web"], precisions, out)
         results = edge_pack.bench(out, runs=args.runs, threads=args.threads)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .hashing import file_sha256
 
 # Architecture → what differs from plain Llama. Qwen2 adds biases to q/k/v; SmolLM/SmolLM2 and TinyLlama
 # are LlamaForCausalLM.
@@ -63,3 +64,20 @@ def read_shape(model_dir: Path, who: str) -> DecoderShape:
         max_positions=int(config.get("max_position_embeddings", 2048)),
         bos_token_id=config.get("bos_token_id"),
         eos_token_ids=tuple(eos if isinstance(eos, list) else [] if eos is None else [eos]))
+
+
+def build_key(model_dir: Path, who: str, target: str, precision: str, precisions, prefill_len: int,
+              kv_len: int) -> dict:
+    """What the phone converters (LiteRT, Core ML) check before converting, and the part of their cache key
+    they share: a precision they make, cache lengths the model allows, and the folder's config and weights
+    by content. `target` names the target in errors ("android", "ios")."""
+    if precision not in precisions:
+        raise UserError(f"precision {precision} is not one of the {target} decoder precisions: {', '.join(precisions)}")
+    shape = read_shape(model_dir, who)
+    if not 0 < prefill_len <= kv_len <= shape.max_positions:
+        raise UserError(f"prefill length {prefill_len} and KV cache length {kv_len} must satisfy "
+                        f"0 < prefill ≤ cache ≤ {shape.max_positions} (the model's max_position_embeddings)")
+    folder = Path(model_dir)
+    digest = ",".join(f"{p.name}:{file_sha256(p)}" for p in sorted(folder.iterdir())
+                      if p.is_file() and p.suffix in (".json", ".safetensors"))
+    return {"precision": precision, "prefill": prefill_len, "kv": kv_len, "model": digest}

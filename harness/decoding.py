@@ -1,6 +1,7 @@
 """Greedy decoding over a KV cache, the same for every phone runtime (LiteRT's prefill/decode signatures,
 a Core ML stateful program): a runtime only supplies a Session, this file runs the generation protocol
-(written down at the top of edge_pack/generation.py) on it. Stdlib + numpy only: it is copied to devices.
+(written down at the top of edge_pack/generation.py) on it. Stdlib + numpy only (and protocol.py beside it):
+it is copied to devices.
 
 A Session holds one sequence's cache:
     prefill_len            the most tokens one prefill call takes (longer inputs go in chunks)
@@ -14,6 +15,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+import protocol
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -100,3 +103,21 @@ def speed(session, prompt: list[int], count: int) -> dict:
     decode_s = time.perf_counter() - start
     return {"prefill_tokens_per_s": len(prompt) / prefill_s, "decode_tokens_per_s": count / decode_s,
             "decode_ms_per_token": decode_s * 1000.0 / count}
+
+
+def serve(session, request: dict, timed: bool = True) -> tuple[list[dict], dict]:
+    """A decoder harness's request on its session: logits at every position of each sample (request
+    "inputs", "s<i>/input_ids") through the cache path, written to "outputs"; the answers to "asks"; and,
+    when timed and the request has "speed": {"prompt": [ids], "tokens": n}, the prefill/decode speed.
+    Returns (answers, metrics)."""
+    samples = protocol.load_inputs(request["inputs"])[0] if request.get("inputs") else []
+    outputs = [{"logits": sequence_logits(session, [int(t) for t in s["input_ids"].reshape(-1)])[None]}
+               for s in samples]
+    if request.get("outputs"):
+        protocol.save_outputs(request["outputs"], outputs)
+    found = answers(session, request.get("asks") or [])
+    metrics = {"prefill_len": session.prefill_len, "kv_len": session.kv_len}
+    if timed and request.get("speed"):
+        metrics.update(speed(session, [int(t) for t in request["speed"]["prompt"]],
+                             int(request["speed"].get("tokens", 32))))
+    return found, metrics

@@ -103,3 +103,21 @@ def digits_cnn_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama() -> Path:
     return models.tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder() -> Path:
+    return models.tiny_embedder()
+
+
+@pytest.fixture(scope="session")
+def bundle_of(tmp_path_factory):
+    """bundle_of(source, targets, precisions): the source built in a fresh folder (a module's bundle fixture)."""
+    from edge_pack import build
+
+    def bundle(source: Path, targets: list[str], precisions) -> Path:
+        out = tmp_path_factory.mktemp("built") / "bundle"
+        build(str(source), list(targets), list(precisions), out)
+        return out
+
+    return bundle

@@ -264,22 +264,16 @@ def test_image_classifier_with_a_folder_per_class(tmp_path, digits_classifier):
 # ------------------------------------------------------------------------------------------- bad input
 
 @pytest.mark.bad_input
-def test_calibration_of_the_wrong_shape_names_the_input(tmp_path, digits_cnn_dir):
+@pytest.mark.parametrize("image, words", [(np.zeros((120, 1, 8, 4), np.float32), ("image", "shape")),
+                                          (np.zeros((120, 1, 8, 8), np.int64), ("image", "int64", "float32"))],
+                         ids=["shape", "dtype"])
+def test_calibration_of_the_wrong_shape_or_dtype_names_the_input(tmp_path, digits_cnn_dir, image, words):
     bad = tmp_path / "bad.npz"
-    np.savez(bad, image=np.zeros((120, 1, 8, 4), np.float32))
+    np.savez(bad, image=image)
     run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "int8", "--calibration", bad, "-o",
                     tmp_path / "b", cwd=digits_cnn_dir)
-    assert_one_line_error(run, 2, "image", "shape")
+    assert_one_line_error(run, 2, *words)
     assert not (tmp_path / "b").exists()
-
-
-@pytest.mark.bad_input
-def test_calibration_of_the_wrong_dtype_names_the_input(tmp_path, digits_cnn_dir):
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, image=np.zeros((120, 1, 8, 8), np.int64))
-    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "int8", "--calibration", bad, "-o",
-                    tmp_path / "b", cwd=digits_cnn_dir)
-    assert_one_line_error(run, 2, "image", "int64", "float32")
 
 
 @pytest.mark.bad_input

@@ -24,34 +24,25 @@ NEW_TOKENS = 12
 
 
 @pytest.fixture(scope="module")
-def llama() -> Path:
-    import models
-
-    return models.tiny_llama()
+def bundle(bundle_of, tiny_llama) -> Path:
+    return bundle_of(tiny_llama, ["web"], PRECISIONS)
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, llama) -> Path:
-    out = tmp_path_factory.mktemp("tiny-llama-web") / "bundle"
-    edge_pack.build(str(llama), ["web"], list(PRECISIONS), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def asks(llama) -> list[dict]:
+def asks(tiny_llama) -> list[dict]:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(llama)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     return [{"id": i, "prompt": tokenizer(p)["input_ids"], "max_new_tokens": NEW_TOKENS,
              "stop": [tokenizer.eos_token_id]} for i, p in enumerate(PROMPTS)]
 
 
 @pytest.fixture(scope="module")
-def torch_greedy(llama, asks) -> list[list[int]]:
+def torch_greedy(tiny_llama, asks) -> list[list[int]]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(llama).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     found = []
     for ask in asks:
         with torch.no_grad():
@@ -116,7 +107,7 @@ def test_transformers_js_generates_every_precision(runtime, bundle, asks, torch_
     assert rates["q8"] >= 2 / 3, rates
 
 
-def test_a_misnamed_cache_input_fails_validation_saying_so(bundle, tmp_path, llama):
+def test_a_misnamed_cache_input_fails_validation_saying_so(bundle, tmp_path, tiny_llama):
     from edge_pack.evalset import Preprocessor, make_evalset
     from edge_pack.measure import reference_vectors
     from edge_pack.source import load_source
@@ -130,8 +121,8 @@ def test_a_misnamed_cache_input_fails_validation_saying_so(bundle, tmp_path, lla
     broken = tmp_path / "onnx" / "model.onnx"
     broken.parent.mkdir()
     onnx.save(graph, str(broken))
-    source = load_source(str(llama))
-    pre = Preprocessor("text-generation", llama, None)
+    source = load_source(str(tiny_llama))
+    pre = Preprocessor("text-generation", tiny_llama, None)
     checks = make_evalset(pre, None, seq_len=32, label_names=None, embedder=False).head(2)
     baseline, kind = reference_vectors(source.reference(), "text-generation", checks.samples)
     target = edge_pack.targets.get_target("web")

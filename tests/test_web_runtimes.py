@@ -32,17 +32,8 @@ def web_runtimes_installed():
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Path:
-    import models
-
-    return models.tiny_embedder()
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, embedder) -> Path:
-    out = tmp_path_factory.mktemp("tiny-web") / "bundle"
-    edge_pack.build(str(embedder), ["web"], list(PRECISIONS), out)
-    return out
+def bundle(bundle_of, tiny_embedder) -> Path:
+    return bundle_of(tiny_embedder, ["web"], PRECISIONS)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +73,8 @@ def test_transformers_js_agrees_with_onnxruntime_on_the_same_file(measured, runt
 
 
 @pytest.mark.parametrize("runtime", JS_RUNTIMES)
-def test_transformers_js_agrees_with_the_fp32_torch_source(measured, embedder, evalset, runtime):
-    source = load_source(str(embedder))
+def test_transformers_js_agrees_with_the_fp32_torch_source(measured, tiny_embedder, evalset, runtime):
+    source = load_source(str(tiny_embedder))
     torch_vectors, _ = reference_vectors(source.reference(), source.task, evalset.samples)
     fp32 = _cosines(measured[runtime, "fp32"][1], torch_vectors)
     assert fp32.min() >= 0.9999
@@ -116,9 +107,9 @@ def test_two_threads_in_the_browser(bundle, evalset):
     assert len(vectors) == 2 and result.metrics["outside_requests"] == 0
 
 
-def test_bench_measures_the_web_rows_in_the_browser(bundle, embedder):
+def test_bench_measures_the_web_rows_in_the_browser(bundle, tiny_embedder):
     run = cli("bench", bundle, "--runtime", "browser", "--threads", "2", "--runs", "3",
-              "--eval", embedder.parent / "eval.jsonl", "--json")
+              "--eval", tiny_embedder.parent / "eval.jsonl", "--json")
     assert run.code in (0, 1), run.stderr
     results = run.json()
     web = results["targets"]["web"]
@@ -160,12 +151,13 @@ def test_a_precision_the_browser_cannot_run_is_a_failed_candidate(bundle, tmp_pa
     assert "GatherBlockQuantized" in table.stdout and table.code == 1
 
 
-def test_bench_says_how_to_install_a_missing_browser(bundle, embedder, tmp_path):
+def test_bench_says_how_to_install_a_missing_browser(bundle, tiny_embedder, tmp_path):
     no_browser = {"EDGE_PACK_CHROMIUM": "/nonexistent/chromium"}
     run = cli("bench", bundle, "--runtime", "browser", env=no_browser)
     assert_one_line_error(run, 2, "browser runtime", "apt-get install chromium")
     # building a source first: the missing browser is found before the build, and nothing is written
-    run = cli("bench", embedder, "--target", "web", "--runtime", "browser", env={**no_browser, "TMPDIR": str(tmp_path)})
+    run = cli("bench", tiny_embedder, "--target", "web", "--runtime", "browser",
+              env={**no_browser, "TMPDIR": str(tmp_path)})
     assert_one_line_error(run, 2, "browser runtime")
     assert not list(tmp_path.iterdir())
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..cache import cached
-from ..decoder_shape import DecoderShape, read_shape
-from ..errors import ConversionError, UserError
+from ..decoder_shape import DecoderShape, build_key, read_shape
+from ..errors import ConversionError
 from ..quiet import captured
 from .ios import fits_fp16, select_weights
 
@@ -121,16 +121,8 @@ def _fp16_op(op) -> bool:
 
 def convert(model_dir: Path, precision: str, prefill_len: int = PREFILL_LEN, kv_len: int = KV_LEN) -> Path:
     """The .mlpackage for one precision (cached by the folder's content and the recipe)."""
-    if precision not in PRECISIONS:
-        raise UserError(f"precision {precision} is not one of the ios decoder precisions: {', '.join(PRECISIONS)}")
-    shape = read_shape(model_dir, WHO)
-    if not 0 < prefill_len <= kv_len <= shape.max_positions:
-        raise UserError(f"prefill length {prefill_len} and KV cache length {kv_len} must satisfy "
-                        f"0 < prefill ≤ cache ≤ {shape.max_positions} (the model's max_position_embeddings)")
-    from .litert_decoder import _folder_digest
-
-    key = {"recipe": RECIPE, "precision": precision, "prefill": prefill_len, "kv": kv_len,
-           "model": _folder_digest(Path(model_dir)), "coremltools": importlib.metadata.version("coremltools")}
+    key = {**build_key(model_dir, WHO, "ios", precision, PRECISIONS, prefill_len, kv_len), "recipe": RECIPE,
+           "coremltools": importlib.metadata.version("coremltools")}
 
     def build(work: Path) -> None:
         model = _compress(fp16_program(model_dir, prefill_len, kv_len), precision)

@@ -14,7 +14,7 @@ import types
 from pathlib import Path
 
 from ..cache import cached
-from ..decoder_shape import DecoderShape, read_shape
+from ..decoder_shape import DecoderShape, build_key, read_shape
 from ..errors import ConversionError, UserError
 from ..quiet import captured
 
@@ -85,14 +85,8 @@ def build_module(model_dir: Path, kv_len: int = KV_LEN):
 
 def convert(model_dir: Path, precision: str, prefill_len: int = PREFILL_LEN, kv_len: int = KV_LEN) -> Path:
     """The .tflite for one precision (cached by the folder's content and the recipe)."""
-    if precision not in RECIPES:
-        raise UserError(f"precision {precision} is not one of the android decoder precisions: {', '.join(RECIPES)}")
-    shape = read_shape(model_dir, WHO)
-    if not 0 < prefill_len <= kv_len <= shape.max_positions:
-        raise UserError(f"prefill length {prefill_len} and KV cache length {kv_len} must satisfy "
-                        f"0 < prefill ≤ cache ≤ {shape.max_positions} (the model's max_position_embeddings)")
-    key = {"recipe": RECIPE, "precision": precision, "prefill": prefill_len, "kv": kv_len,
-           "model": _folder_digest(Path(model_dir)), "litert-torch": importlib.metadata.version("litert-torch")}
+    key = {**build_key(model_dir, WHO, "android", precision, RECIPES, prefill_len, kv_len), "recipe": RECIPE,
+           "litert-torch": importlib.metadata.version("litert-torch")}
 
     def build(work: Path) -> None:
         _generative_api()
@@ -143,10 +137,3 @@ def litertlm_bundle(tflite: Path, model_dir: Path, out: Path, kv_len: int = KV_L
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
-
-
-def _folder_digest(folder: Path) -> str:
-    from ..hashing import file_sha256
-
-    return ",".join(f"{p.name}:{file_sha256(p)}" for p in sorted(folder.iterdir())
-                    if p.is_file() and p.suffix in (".json", ".safetensors"))

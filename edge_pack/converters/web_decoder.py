@@ -30,14 +30,13 @@ from ..files import copy_into
 from ..quiet import captured
 from ..source import SourceModel, support_files_in
 from ..targets import Target
+from .web import QUANTIZE_CONFIG, _load, _save  # the web target's ONNX files, read and written one way
 
 RECIPE = 1  # bump when the export changes, so cached exports are redone
 MODEL = "model.onnx"
 EXPORT_TASK = "text-generation-with-past"
 BLOCK = 32
 BITS = {"q8": 8, "q4": 4, "q4f16": 4}
-QUANTIZE_CONFIG = "quantize_config.json"
-_LIMIT = 1_800_000_000  # protobuf's 2 GB ceiling, with room: larger graphs keep their weights outside
 
 
 def decoder_onnx(source: SourceModel) -> Path:
@@ -341,19 +340,7 @@ def _lookup_quantized(model, gather, packed: str, scales: str, bits: int) -> Non
         model.graph.node.insert(index + offset, node)
 
 
-# -------------------------------------------------------------------------------------------- files
-
-def _load(path: Path):
-    return onnx.load(str(path))
-
-
-def _save(model, out: Path) -> None:
-    if model.ByteSize() > _LIMIT:
-        onnx.save(model, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=out.name + "_data")
-    else:
-        onnx.save(model, str(out))
-
+# ----------------------------------------------------------------------------------------- versions
 
 def _version(name: str) -> str:
     try:

@@ -3,21 +3,7 @@ Transformers.js, the WASM files and the model are served from 127.0.0.1; every r
 is recorded, and a request to any other address fails the candidate."""
 from __future__ import annotations
 
-from pathlib import Path
+from .transformers_js import Runtime, install  # noqa: F401  (install: what `edge-pack setup web` runs)
 
-from . import RunOptions, RunResult, with_asks
-from . import transformers_js
-
-
-def missing() -> list[str]:
-    return transformers_js.missing(browser=True)
-
-
-def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions,
-        asks=None) -> RunResult:
-    options = with_asks(options, asks)  # a decoder's generation asks: greedy generate() (harness/web/generate.mjs)
-    return transformers_js.measure("browser.mjs", files, samples, latency_input, options, browser=True)
-
-
-def install(progress=print) -> None:
-    transformers_js.install(progress)
+_RUNTIME = Runtime("browser.mjs", browser=True)
+missing, run = _RUNTIME.missing, _RUNTIME.run

@@ -201,7 +201,8 @@ def run_harness(address: str, script: str, model_files: list[Path], samples: lis
     folder = _folder(device, info)
     harness = harness_dir()
     script_dir = Path(script).parts[0]
-    code = [harness / "protocol.py", harness / "device.py", *sorted((harness / script_dir).glob("*.py"))]
+    code = [harness / "protocol.py", harness / "device.py", harness / "decoding.py",
+            *sorted((harness / script_dir).glob("*.py"))]
     digest = file_sha256(model_files[0])[:16]
     model_paths = [f"{folder}/models/{digest}/{p.name}" for p in model_files]
     sync(device, [(p, f"{folder}/harness/{p.relative_to(harness).as_posix()}") for p in code], COMMAND_TIMEOUT_S)

@@ -23,7 +23,7 @@ from ..cache import cache_root
 from ..errors import RunnerError, UserError
 from ..hashing import file_sha256
 from ..resources import harness_dir
-from . import RunOptions, RunResult
+from . import RunOptions, RunResult, with_asks
 from .local import last_words
 
 # The packages the harness imports; the lockfile pins them and everything they pull in.
@@ -133,6 +133,22 @@ def install(progress=print) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ measuring
+
+class Runtime:
+    """What a Transformers.js runner module (node.py, browser.py) offers: harness/web/<script>, in Chromium
+    when `browser`."""
+
+    def __init__(self, script: str, browser: bool):
+        self.script, self.browser = script, browser
+
+    def missing(self) -> list[str]:
+        return missing(self.browser)
+
+    def run(self, files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions,
+            asks=None) -> RunResult:
+        options = with_asks(options, asks)  # a decoder's generation asks: greedy generate() (harness/web/generate.mjs)
+        return measure(self.script, files, samples, latency_input, options, self.browser)
+
 
 def _encode(arrays: dict[str, np.ndarray]) -> dict:
     encoded = {}

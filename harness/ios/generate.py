@@ -92,19 +92,10 @@ def main() -> None:
         sys.exit(f"{'Core ML emulator' if emulated else 'Core ML'}: {exc}")
     load_ms = (time.perf_counter() - start) * 1000.0
     session = StatefulSession(predict, make_state, spec, request.get("prefill_len"))
-    samples = protocol.load_inputs(request["inputs"])[0] if request.get("inputs") else []
-    outputs = [{"logits": decoding.sequence_logits(session, [int(t) for t in s["input_ids"].reshape(-1)])[None]}
-               for s in samples]
-    if request.get("outputs"):
-        protocol.save_outputs(request["outputs"], outputs)
-    answers = decoding.answers(session, request.get("asks") or [])
-    metrics = {"prefill_len": session.prefill_len, "kv_len": session.kv_len}
+    answers, metrics = decoding.serve(session, request, timed=not emulated)
     if emulated:  # an emulator's timings are not a phone's
         for answer in answers:
             answer["first_token_ms"] = answer["decode_ms_per_token"] = None
-    elif request.get("speed"):
-        metrics.update(decoding.speed(session, [int(t) for t in request["speed"]["prompt"]],
-                                      int(request["speed"].get("tokens", 32))))
     protocol.write_result(request, {
         "answers": answers, "load_ms": load_ms, "latency_ms": [],
         "peak_rss_mb": protocol.peak_rss_mb(), "rss_before_load_mb": rss_before, "metrics": metrics,

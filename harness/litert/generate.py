@@ -69,16 +69,8 @@ def main() -> None:
     start = time.perf_counter()
     session = LiteRTSession(request["model"], threads)
     load_ms = (time.perf_counter() - start) * 1000.0
-    samples = protocol.load_inputs(request["inputs"])[0] if request.get("inputs") else []
-    outputs = [{"logits": decoding.sequence_logits(session, [int(t) for t in s["input_ids"].reshape(-1)])[None]}
-               for s in samples]
-    if request.get("outputs"):
-        protocol.save_outputs(request["outputs"], outputs)
-    answers = decoding.answers(session, request.get("asks") or [])
-    metrics = {"threads": threads, "prefill_len": session.prefill_len, "kv_len": session.kv_len}
-    if request.get("speed"):
-        metrics.update(decoding.speed(session, [int(t) for t in request["speed"]["prompt"]],
-                                      int(request["speed"].get("tokens", 32))))
+    answers, metrics = decoding.serve(session, request)
+    metrics = {"threads": threads, **metrics}
     version = importlib.metadata.version("ai-edge-litert")
     protocol.write_result(request, {
         "answers": answers, "load_ms": load_ms, "latency_ms": [], "peak_rss_mb": protocol.peak_rss_mb(),

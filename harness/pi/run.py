@@ -8,7 +8,8 @@ latency input as one prompt) and generation (tg, one token at a time from an emp
 An embedder (a GGUF that pools, e.g. BERT) returns each sample's normalised sentence embedding.
 
 A request with "asks" also gets "answers": greedy generation and choice log-likelihoods, in the protocol
-written down at the top of edge_pack/generation.py (the same for every runtime)."""
+written down at the top of edge_pack/generation.py, by harness/decoding.py (the same code for every
+runtime) on llama.cpp's context."""
 from __future__ import annotations
 
 import gc
@@ -19,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
+import decoding  # noqa: E402
 import protocol  # noqa: E402
 
 try:
@@ -78,46 +80,24 @@ def _logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[:len(tokens)], dtype=np.float32)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
+class LlamaCppSession:
+    """A llama.cpp context as a decoding.Session (harness/decoding.py): its KV cache holds the sequence and
+    eval() appends at n_tokens. decoding feeds positions in order after reset(), so `start` and `pos` are
+    always llm.n_tokens. The context keeps logits at every position (logits_all)."""
 
+    def __init__(self, llm, n_ctx: int):
+        self.llm = llm
+        self.prefill_len = self.kv_len = n_ctx  # n_batch is n_ctx: one eval takes the whole context
 
-def _answer(llm, ask: dict) -> dict:
-    """One ask of the generation protocol: greedy tokens with their log-probs, then each continuation's
-    summed log-likelihood given the prompt (a fresh evaluation of prompt + continuation)."""
-    prompt, stop, limit = [int(t) for t in ask["prompt"]], set(ask["stop"]), int(ask["max_new_tokens"])
-    tokens, logprobs, steps, first_ms = [], [], [], None
-    if limit:
-        llm.reset()
-        start = time.perf_counter()
-        llm.eval(prompt)
-        for _ in range(limit):
-            logp = _log_softmax(llm.scores[llm.n_tokens - 1])
-            token = int(np.argmax(logp))
-            if first_ms is None:
-                first_ms = (time.perf_counter() - start) * 1000.0
-            if token in stop:
-                break
-            tokens.append(token)
-            logprobs.append(float(logp[token]))
-            if len(tokens) == limit:
-                break
-            step = time.perf_counter()
-            llm.eval([token])
-            steps.append((time.perf_counter() - step) * 1000.0)
-    answer = {"id": ask["id"], "tokens": tokens, "logprobs": logprobs, "first_token_ms": first_ms,
-              "decode_ms_per_token": float(np.mean(steps)) if steps else None}
-    if ask.get("continuations") is not None:
-        logliks = []
-        for continuation in ask["continuations"]:
-            continuation = [int(t) for t in continuation]
-            llm.reset()
-            llm.eval(prompt + continuation)
-            rows = np.array(llm.scores[len(prompt) - 1:len(prompt) + len(continuation) - 1])
-            logliks.append(float(sum(_log_softmax(row)[t] for row, t in zip(rows, continuation))))
-        answer["continuation_logliks"] = logliks
-    return answer
+    def reset(self) -> None:
+        self.llm.reset()
+
+    def prefill(self, tokens: list[int], start: int) -> np.ndarray:
+        self.llm.eval(tokens)
+        return np.array(self.llm.scores[start:start + len(tokens)], dtype=np.float32)
+
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        return self.prefill([token], pos)[0]
 
 
 def _generation_speed(llm, tokens: list[int], count: int, repeats: int) -> float:
@@ -178,7 +158,7 @@ def main() -> None:
         # Quality needs the logits of every position: a context that keeps them.
         llm = _load(request["model"], threads, n_ctx, embedding=False, logits_all=True)
         outputs = [{"logits": _logits(llm, t)[None]} for t in token_lists]
-        answers = [_answer(llm, ask) for ask in asks]
+        answers = decoding.answers(LlamaCppSession(llm, n_ctx), asks)
     protocol.save_outputs(request["outputs"], outputs)
     protocol.write_result(request, {
         **({"answers": answers} if answers is not None else {}),
