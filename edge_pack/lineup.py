@@ -226,3 +226,53 @@ def write_job(bundle: Path, manifest: dict, results: Results) -> None:
     manifest["releases"] = releases
     results.releases = {name: entry["path"] for name, entry in releases.items()}
     write_results_files(bundle, manifest, results)
+
+
+# ------------------------------------------------------------------------------------------------ merge
+
+def merge_jobs(parts: list[tuple[Path, Path, dict, Results | None]], out: Path) -> dict:
+    """Join job bundles of the same models, each holding other targets (one CI job per target): each
+    model's bundles merge as single bundles do (release.merge), the zips are carried over, and the
+    results join target by target. Returns {"manifest", "results"} as release.merge does."""
+    from .files import link_or_copy
+    from .release import merge
+
+    first_given, _, first, _ = parts[0]
+    models = {name: entry["source"].get("sha256") for name, entry in (first.get(MODELS) or {}).items()}
+    targets: dict[str, Path] = {}
+    for given, _, manifest, _ in parts:
+        theirs = {name: entry["source"].get("sha256") for name, entry in (manifest.get(MODELS) or {}).items()}
+        if theirs != models or manifest.get("baseline") != first.get("baseline"):
+            found = ", ".join(theirs) or "one source"
+            raise UserError(f"{given} is not a job of the same models as {first_given} ({found} vs "
+                            f"{', '.join(models)}, baseline {manifest.get('baseline')} vs {first.get('baseline')}); "
+                            "merge bundles of one job")
+        for name in dict.fromkeys(t for e in manifest[MODELS].values() for t in e["targets"]):
+            if name in targets:
+                raise UserError(f"{targets[name]} and {given} both hold target {name}; merge bundles of different "
+                                "targets (one CI job per target)")
+            targets[name] = given
+    measured = [r for _, _, _, r in parts if r is not None]
+    with locked(Path(out)) as out, staged_folder(out) as work:
+        for name, entry in first[MODELS].items():
+            merge([folder / manifest[MODELS][name]["path"] for _, folder, manifest, _ in parts], work / entry["path"])
+        manifest = {**first, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    MODELS: {name: {**entry, "targets": [t for _, _, m, _ in parts for t in m[MODELS][name]["targets"]]}
+                             for name, entry in first[MODELS].items()},
+                    "verdict": {}, "releases": {}, "merged_from": [str(given) for given, _, _, _ in parts]}
+        manifest.pop("results_files", None)
+        for _, folder, part, _ in parts:
+            manifest["verdict"].update(part.get("verdict", {}))
+            for name, entry in part.get("releases", {}).items():
+                link_or_copy(folder / entry["path"], work / entry["path"])
+                manifest["releases"][name] = entry
+        results = None
+        if measured:
+            results = replace(measured[0], targets={n: t for r in measured for n, t in r.targets.items()},
+                              rows=[row for r in measured for row in r.rows], edge_pack=__version__,
+                              bundle=str(out), releases={n: e["path"] for n, e in manifest["releases"].items()},
+                              unmeasured=[t for t in targets if not any(t in r.targets for r in measured)])
+            write_results_files(work, manifest, results)
+        else:
+            write_manifest(work, manifest)
+    return {"manifest": manifest, "results": results}

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from . import __version__
 from .errors import UserError
 from .files import link_or_copy, safe_stem
+from .lineup import is_job, merge_jobs
 from .manifest import MANIFEST, RESULTS, SCHEMA, file_entry, listed_files, read_manifest, text_entry, write_manifest
 from .results import Results, read_results, write_results_files
 from .staging import locked, staged_folder, umask
@@ -155,6 +156,8 @@ def merge(inputs: list[Path], out: Path) -> dict:
                 manifest["releases"] = {name: file_entry(Path(given), Path(given).parent)
                                         for name in manifest.get("targets", {})}
             parts.append((Path(given), folder, manifest, results))
+        if any(is_job(manifest) for _, _, manifest, _ in parts):  # several models: lineup.py merges them
+            return merge_jobs(parts, out)
         _check_compatible(parts)
         manifest = _merged_manifest(parts)
         results = _merged_results(parts, manifest, out)

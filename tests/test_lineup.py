@@ -6,11 +6,15 @@ small → large as a candidate row judged by the same SLA. Bad job files are one
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import zipfile
 
 import pytest
 
-from conftest import assert_one_line_error, edge_pack
+from conftest import ROOT, assert_one_line_error, edge_pack
+from edge_pack.cascade import split
 from edge_pack.config import load_config
 from edge_pack.models import Service, StageRef
 
@@ -205,3 +209,81 @@ def test_bad_job_files_are_one_line_errors_with_their_line(tmp_path, content, li
     run = edge_pack("build", cwd=tmp_path)
     assert_one_line_error(run, 2, f"edge-pack.toml:{line}:", *words)
     assert not (tmp_path / "dist").exists()
+
+
+def test_a_stated_service_fallback_prices_and_times_the_escalated_share(job, tmp_path):
+    dist = tmp_path / "dist"
+    shutil.copytree(job["folder"] / "dist", dist)
+    config = job["folder"] / "edge-pack.toml"
+    text = config.read_text().replace('fallback = "large:fp32"', 'fallback = { name = "api", accuracy_from = '
+                                      '"large:fp32", cost_per_request = 0.002, latency_ms = 800 }')
+    (tmp_path / "service.toml").write_text(text.replace("[sla]\n", "[sla]\nmax_latency_ms = 50\n"))
+    run = edge_pack("bench", dist, "-c", tmp_path / "service.toml", "--json")
+    assert run.code == 0, run.stderr  # the cascade fails its latency (below); large still ships
+    results = run.json()
+    rows = {(r["model"], r["precision"]): r for r in results["rows"]}
+    cascade, first = rows[("cascade", "small:q8 → api")], rows[("small", "q8")]
+    share = cascade["cascade"]["point"]["escalated"]
+    assert cascade["latency_p50_ms"] == pytest.approx(first["latency_p50_ms"] + share * 800)
+    assert cascade["cost_per_month"] == pytest.approx(first["cost_per_month"] + 1_000_000 * share * 0.002)
+    assert cascade["bytes"] == first["bytes"]  # the service is not on the device
+    # it answers as large's fp32 does: the same routed accuracy as the cascade to large:fp32 on the device
+    device = next(r for r in job["results"]["rows"] if r["cascade"])
+    assert cascade["quality"]["value"] == device["quality"]["value"]
+    assert cascade["verdict"]["status"] == "fail" and any("p50" in r for r in cascade["verdict"]["reasons"])
+
+
+def test_job_bundles_of_other_targets_merge_into_one_verdict(job, tmp_path, small_topic_classifier,
+                                                             topic_classifier):
+    part = tmp_path / "part"
+    part.mkdir()
+    config = _job(part, small_topic_classifier, topic_classifier,
+                  cascade='first = "small:fp32"\nfallback = "large:fp32"')
+    config.write_text(config.read_text().replace('targets = ["web"]', 'targets = ["web-small"]\ntarget_files = '
+                                                 f'["{ROOT / "examples/release-pipeline/web-small.toml"}"]')
+                      .replace('precisions = ["fp32", "q8"]', 'precisions = ["fp32"]'))
+    run = edge_pack("bench", cwd=part)
+    assert run.code == 0, run.stderr
+    out = tmp_path / "merged"
+    run = edge_pack("bundle", "merge", job["folder"] / "dist", part / "dist", "--out", out, "--json")
+    assert run.code == 0, run.stderr
+    merged = run.json()["results"]
+    assert set(merged["targets"]) == {"web", "web-small"} and merged["unmeasured"] == []
+    assert {r["model"] for r in merged["rows"] if r["target"] == "web-small"} == {"small", "large", "cascade"}
+    assert edge_pack("verify", out).code == 0
+    assert {p.name for p in out.glob("*.zip")} == {p.name for d in (job["folder"] / "dist", part / "dist")
+                                                   for p in d.glob("*.zip")}
+    assert edge_pack("bundle", "merge", job["folder"] / "dist", out, "--out", tmp_path / "again").code == 2
+
+
+def test_a_cascade_of_one_source_routes_the_digits_cnn_to_its_fp32_source(tmp_path, digits_cnn_dir):
+    subprocess.run([sys.executable, "digits_cnn.py", str(tmp_path / "eval.npz"), str(tmp_path / "cal.npz")],
+                   cwd=digits_cnn_dir, check=True)
+    (tmp_path / "job.toml").write_text("""
+source = "digits_cnn:factory"
+targets = ["web"]
+precisions = ["fp32", "q8"]
+eval = "eval.npz"
+out = "dist"
+[bench]
+runs = 2
+warmup = 0
+[cascade]
+first = "q8"
+fallback = "source"
+""")
+    run = edge_pack("bench", "-c", tmp_path / "job.toml", "--json", cwd=digits_cnn_dir)
+    assert run.code == 0, run.stderr
+    results = run.json()
+    web = results["targets"]["web"]
+    cascade = next(r for r in results["rows"] if r["cascade"])
+    q8 = next(r for r in results["rows"] if r["precision"] == "q8")
+    assert cascade["precision"] == "q8 → source" and cascade["model"] == "cascade"
+    # recomputed from the rows' own samples: q8's answer when it is sure enough, else the fp32 source's
+    first = {s["id"]: s for s in q8["samples"]}
+    source = {s["id"]: s["correct"] for s in web["baseline"]["samples"]}
+    _, report = split(sorted(first))
+    threshold = cascade["cascade"]["threshold"]
+    right = [first[i]["correct"] if first[i]["confidence"] >= threshold else source[i] for i in report]
+    assert cascade["quality"]["value"] == pytest.approx(sum(right) / len(report))
+    assert cascade["cascade"]["reported_on"] == len(report) and len(first) == 297
