@@ -126,10 +126,10 @@ class Converter(ABC):
         """The layers whose precision convert_layers() sets one by one (PER_LAYER converters)."""
         raise NotImplementedError
 
-    def convert_layers(self, levels: dict[str, str], out: Path, name: str | None = None) -> Built:
-        """Write the model to `out` with each named layer at its precision (one of the target's [mixed]
-        pair); layers not named stay float. `name` is the precision's name when this is the mix shipped
-        (a trial has none). PER_LAYER converters."""
+    def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
+        """Write the model with each named layer at its precision (one of the target's [mixed] pair); layers
+        not named stay float. `out` is a trial's file; None: the mix shipped, at its precision's file
+        (recorded like every precision's recipe). PER_LAYER converters."""
         raise NotImplementedError
 
     def maker(self, precision: str) -> Callable[[Path], dict]:

@@ -92,7 +92,7 @@ class _Trials:
 
     def fidelity(self, levels: dict[str, str]) -> tuple[dict, int]:
         with tempfile.TemporaryDirectory(prefix="mix-") as tmp:
-            built = self.converter.convert_layers(levels, Path(tmp) / Path(self.target.mixed.file).name)
+            built = self.converter.convert_layers(levels, Path(tmp) / f"trial{Path(self.target.mixed.file).suffix}")
             size = sum(p.stat().st_size for p in built.files)
             options = RunOptions(warmup=0, runs=0, **({"timeout_s": self.timeout_s} if self.timeout_s else {}))
             _, vectors = run_artifact(self.target.runtime, built.files, self.task, self.evalset, options)
@@ -124,9 +124,9 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
     ranking = sensitivity.rank(layers, mixed.low, lambda levels: trials.fidelity(levels)[0])
     by_name = {l.name: l for l in layers}
     cost = lambda s: by_name[s.layer].bytes[mixed.high] - by_name[s.layer].bytes[mixed.low]  # noqa: E731
-    order = [s.layer for s in sorted(ranking, key=lambda s: -s.drift / max(cost(s), 1))]
-    converter.meta["sensitivity"] = {"precision": mixed.low, "measure": "1 − mean cosine to fp32, that layer alone "
-                                     f"at {mixed.low}", "inputs": validation.evalset.origin,
+    order = [s.layer for s in sorted(ranking, key=lambda s: -s.score / max(cost(s), 1))]
+    converter.meta["sensitivity"] = {"precision": mixed.low, "measure": sensitivity.measure_text(ranking, mixed.low),
+                                     "inputs": validation.evalset.origin,
                                      "layers": [s.to_json() for s in ranking],
                                      "costliest_per_byte": [s.layer for s in sensitivity.costliest(ranking)]}
     steps: list[Trial] = []
@@ -168,9 +168,8 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
         smallest = min(cheaper, key=lambda a: a["bytes"])
         raise NotApplicable(f"nothing smaller than {smallest['precision']} ({smallest['bytes'] / 1e6:.1f} MB) meets "
                             f"{floor.text}: the smallest passing mix is {best.bytes / 1e6:.1f} MB")
-    out = converter.dir / mixed.file
     levels = {l.name: mixed.high if l.name in best.promoted else mixed.low for l in layers}
-    built = converter.convert_layers(levels, out, name=name)
+    built = converter.convert_layers(levels)
     check = validate(target.runtime, built.files, target.mixed_precision(), source.task, validation.evalset,
                      validation.baseline, validation.kind, options.timeout_s)
     recipe = {**built.recipe, "search": {"low": mixed.low, "high": mixed.high, "floor": floor.text,

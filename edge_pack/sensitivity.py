@@ -23,12 +23,18 @@ class LayerSensitivity:
     kl_divergence: float | None = None  # a decoder's next-token KL against fp32, when it has one
 
     @property
+    def score(self) -> float:
+        """What ranks it: a decoder's next-token KL when there is one (cosine of logits hides what sampling
+        sees), else the drift."""
+        return self.kl_divergence if self.kl_divergence is not None else self.drift
+
+    @property
     def drift_per_mb(self) -> float:
-        """Fidelity lost per MB saved: which layers a size budget should spend its bytes on first."""
-        return self.drift / max(self.bytes_saved / MB, 1e-9)
+        """Fidelity lost (the score) per MB saved: which layers a size budget should spend its bytes on first."""
+        return self.score / max(self.bytes_saved / MB, 1e-9)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "drift_per_mb": self.drift_per_mb}
+        return {**asdict(self), "score": self.score, "drift_per_mb": self.drift_per_mb}
 
 
 def rank(layers: list[Layer], low: str, fidelity: Callable[[dict[str, str]], dict]) -> list[LayerSensitivity]:
@@ -41,7 +47,13 @@ def rank(layers: list[Layer], low: str, fidelity: Callable[[dict[str, str]], dic
                                       drift=max(0.0, 1.0 - measured["cosine_mean"]),
                                       bytes_saved=layer.bytes["float"] - layer.bytes[low],
                                       kl_divergence=measured.get("kl_divergence")))
-    return sorted(found, key=lambda s: (-s.drift, s.layer))
+    return sorted(found, key=lambda s: (-s.score, s.layer))
+
+
+def measure_text(ranking: list[LayerSensitivity], low: str) -> str:
+    what = "next-token KL divergence from fp32" if ranking and ranking[0].kl_divergence is not None \
+        else "1 − mean cosine to fp32"
+    return f"{what}, that layer alone at {low}"
 
 
 def costliest(ranking: list[LayerSensitivity], count: int = 5) -> list[LayerSensitivity]:

@@ -13,10 +13,10 @@ def sensitivity_chart(ax, found: dict) -> None:
     ax.barh(range(len(worst)), values, color="#cf222e", alpha=0.8)
     ax.set_yticks(range(len(worst)), [_short(s["layer"]) for s in worst])
     for index, s in enumerate(worst):
-        ax.annotate(f" {s['drift']:.2g} for {s['bytes_saved'] / 1e6:.2g} MB", (values[index], index),
+        ax.annotate(f" {s['score']:.2g} for {s['bytes_saved'] / 1e6:.2g} MB", (values[index], index),
                     va="center", fontsize=7)
     ax.set_xlim(0, max(values, default=1) * 1.8 or 1)
-    ax.set_xlabel(f"1 − cosine per MB saved (that layer alone at {found['precision']})")
+    ax.set_xlabel(f"{found['measure'].split(',')[0]} per MB saved")
 
 
 def _short(name: str) -> str:

@@ -97,7 +97,7 @@ class Mixed:
     file: str
 
     def name(self, target: "Target") -> str:
-        bits = lambda p: f"{target.precisions[p].bits:g}"  # noqa: E731
+        bits = lambda p: f"{int(target.precisions[p].bits)}"  # noqa: E731 — q4_k_m's 4.89 reads as 4
         return f"mixed-{bits(self.low)}/{bits(self.high)}"
 
 

@@ -90,3 +90,29 @@ def test_bad_auto_inputs_are_one_line_errors(tmp_path, fragile_embedder):
     assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "ios", "-p", "auto", "-c", job, "-o", out), 2,
                           "ios", "layer by layer")
     assert not out.exists()
+
+
+def test_pi_auto_sets_each_tensor_type_through_llama_cpp(tmp_path, tiny_llama):
+    """The pi target mixes Q4_K and Q8_0 tensor by tensor (llama.cpp's tensor type overrides); the file holds
+    exactly the planned type of every weight tensor. The floor (same top-1 token as fp32) sits between
+    every tensor at Q4_K (≈0.988 on the validation text) and every one at Q8_0 (≈0.998)."""
+    from gguf import GGUFReader
+
+    run = edge_pack("build", tiny_llama, "-t", "pi", "-p", "auto", "--budget", "6", "-c", _job(tmp_path, 0.993),
+                    "-o", tmp_path / "bundle", "--json")
+    assert run.code == 0, run.stderr
+    manifest = run.json()
+    (mixed,) = manifest["artifacts"]
+    assert mixed["precision"] == MIXED
+    search = mixed["recipe"]["search"]
+    assert not search["builds"][0]["passed"] and search["builds"][1]["passed"]  # all Q4_K fails, all Q8_0 passes
+    assert len(search["builds"]) <= 6
+    promoted = set(mixed["recipe"]["promoted"])
+    ranked = manifest["targets"]["pi"]["sensitivity"]["layers"]
+    assert promoted and len(promoted) < len(ranked)
+    held = {t.name: t.tensor_type.name for t in GGUFReader(str(tmp_path / "bundle" / mixed["files"][0]["path"])).tensors
+            if len(t.shape) >= 2}
+    assert set(held) == {s["layer"] for s in ranked}
+    assert {n for n, kind in held.items() if kind == "Q8_0"} == promoted
+    assert {kind for n, kind in held.items() if n not in promoted} == {"Q4_K"}  # rows of 256: no fallback
+    assert mixed["validation"]["same_top1"] >= 0.993

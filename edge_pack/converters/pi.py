@@ -60,6 +60,7 @@ def converter_command() -> tuple[list[str], dict]:
 class Converter(contracts.Converter):
     # A precision is made from its table: ftype, llama.cpp's file type (llama_ftype) as llama-quantize names it.
     RECIPE = ("ftype",)
+    PER_LAYER = True  # pi_layers.py: every weight tensor at its own type (llama.cpp's tensor type overrides)
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)
@@ -101,6 +102,28 @@ class Converter(contracts.Converter):
         else:
             recipe = self._quantize(ftype, out)
         return Built([out], {"file": out.name, **recipe, **describe_gguf(out)})
+
+    def _layer_types(self) -> dict[str, str]:
+        from .pi_layers import tensor_type
+
+        mixed = self.target.mixed
+        return {p: tensor_type(self.target.precision(p).settings["ftype"]) for p in (mixed.low, mixed.high)}
+
+    def layers(self) -> list[contracts.Layer]:
+        from .pi_layers import layers
+
+        return layers(self.baseline, self._layer_types())
+
+    def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
+        from .pi_layers import quantize_layers
+
+        spec = self.target.mixed_precision()
+        shipped = out is None
+        out = self.dir / spec.file.format(name=self.name) if shipped else out
+        low = self.target.precision(self.target.mixed.low).settings["ftype"]
+        with captured():
+            recipe = quantize_layers(self.baseline, levels, self._layer_types(), low, out)
+        return Built([out], {"file": out.name, **recipe, **(describe_gguf(out) if shipped else {})})
 
     # ------------------------------------------------------------------------------------------------------
 

@@ -82,15 +82,17 @@ class Converter(contracts.Converter):
 
         return layers(self.fp32)
 
-    def convert_layers(self, levels: dict[str, str], out: Path, name: str | None = None) -> Built:
+    def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
         from .web_layers import quantize_layers
 
+        shipped = out is None
+        out = self.dir / self.target.mixed_precision().file if shipped else out
         out.parent.mkdir(parents=True, exist_ok=True)
         with captured():
             recipe = quantize_layers(self.fp32, levels, out, _save)
+        if shipped:  # quantize_config.json lists it
+            self.recipes[self.target.mixed_precision().name] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
-        if name is not None:  # the shipped mix, not a trial: quantize_config.json lists it
-            self.recipes[name] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         return Built([out, data] if data.is_file() else [out], recipe)
 
     def finish(self) -> list[Path]:
