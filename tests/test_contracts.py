@@ -29,6 +29,8 @@ def test_every_declared_precision_is_complete_and_made_by_the_converter(name):
     for option in target.options.values():
         assert option.help and option.flag.startswith("--")
         assert option.default is None or option.parse(option.default) == option.default
+    if target.mixed is not None:  # --precision auto: the converter sets precisions layer by layer
+        assert converter.PER_LAYER and {target.mixed.low, target.mixed.high} <= set(target.precisions)
 
 
 # One sweep per target on a tiny model: every precision is built and validated, or skipped with the
@@ -74,6 +76,16 @@ def test_a_mistyped_precision_setting_is_refused_naming_the_valid_ones(tmp_path,
                     .replace("quantize_embeddings = true", "quantise_embeddings = true"))
     run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "ios-mine", "-o", tmp_path / "out")
     assert_one_line_error(run, 2, str(path), "'int8'", "'quantise_embeddings'", "quantize_embeddings")
+
+
+@pytest.mark.bad_input
+def test_a_per_layer_table_for_a_converter_without_per_layer_control_is_refused(tmp_path, topic_classifier):
+    path = tmp_path / "ios-mixed.toml"
+    path.write_text((ROOT / "targets" / "ios.toml").read_text().replace('name = "ios"', 'name = "ios-mixed"')
+                    + '\n[mixed]\nlow = "int4"\nhigh = "int8"\nfile = "model_mixed.mlpackage"\n')
+    run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "ios-mixed", "-o", tmp_path / "out")
+    assert_one_line_error(run, 2, str(path), "[mixed]", "PER_LAYER")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.bad_input
