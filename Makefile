@@ -80,7 +80,8 @@ VERDICT_OK = r=$$?; [ $$r -le 1 ] || [ $$r -eq 5 ] || exit $$r
 demo: install web-runtimes
 	cd examples/demo && { $(EP) build; $(VERDICT_OK); } && { $(EP) bench; $(VERDICT_OK); }
 	cd $(DIGITS) && $(CURDIR)/$(BIN)/python digits_cnn.py eval.npz calibration.npz && \
-	  $(EP) build -c digits-android.toml && { $(EP) bench -c digits-android.toml; $(VERDICT_OK); }
+	  $(EP) build -c digits-android.toml && { $(EP) bench -c digits-android.toml; $(VERDICT_OK); } && \
+	  { $(EP) bench -c digits-cascade.toml; $(VERDICT_OK); }
 
 # The web target's runtimes beyond pip: Debian's chromium (apt-get, only when missing; it also renders
 # report.html in the tests), then the npm packages pinned by harness/web/package-lock.json (`edge-pack

@@ -287,3 +287,10 @@ fallback = "source"
     right = [first[i]["correct"] if first[i]["confidence"] >= threshold else source[i] for i in report]
     assert cascade["quality"]["value"] == pytest.approx(sum(right) / len(report))
     assert cascade["cascade"]["reported_on"] == len(report) and len(first) == 297
+
+
+def test_the_demo_cascade_job_reads():
+    config = load_config(ROOT / "examples" / "pytorch-entry-point" / "digits-cascade.toml")
+    assert [m.source for m in config.models] == ["digits_cnn:small_factory", "digits_cnn:factory"]
+    assert config.baseline == "large" and config.cascade.first == StageRef("small", "q8")
+    assert config.cascade.fallback == Service("api", StageRef("large", "fp32"), 0.0001, 120.0)

@@ -34,18 +34,43 @@ def _data():
     return images, digits.target.astype(np.int64)
 
 
+class SmallDigitsCNN(torch.nn.Module):
+    """A much smaller net for the same task (4 channels, one convolution): the first stage of a cascade."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.MaxPool2d(2))
+        self.head = torch.nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, image):
+        return self.head(self.features(image).flatten(1))
+
+
 def factory():
+    return _trained(DigitsCNN, epochs=6)
+
+
+def small_factory():
+    """`digits_cnn:small_factory`: the small net, trained briefly (see digits-cascade.toml)."""
+    return _trained(SmallDigitsCNN, epochs=SMALL_EPOCHS)
+
+
+SMALL_EPOCHS = 3
+
+
+def _trained(kind, epochs: int):
     torch.manual_seed(0)
     images, labels = _data()
     x, y = torch.from_numpy(images[:-HELD_OUT]), torch.from_numpy(labels[:-HELD_OUT])
-    model = DigitsCNN()
+    model = kind()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     # One thread while training: the thread count changes the rounding, and with it the weights, so a build
     # and a later bench on a machine with other settings would otherwise compare two different models.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for epoch in range(6):
+        for epoch in range(epochs):
             for start in range(0, len(x), 64):
                 loss = torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64])
                 optimizer.zero_grad()
