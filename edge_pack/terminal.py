@@ -129,6 +129,8 @@ def verdict_table(results: Results) -> Group:
         if extra and any(header.startswith("est.") for header, _ in extra):
             notes.append("est. = generation ceiling from memory bandwidth (bandwidth ÷ bytes of weights), "
                          "an estimate, not a measurement")
+        if target.cost:
+            notes.append(f"{target.cost['currency']}/month = {escape(target.cost['formula'])}")
         if target.cliff:
             notes.append(f"cliff: {escape(target.cliff['text'])}")
         notes += [f"cascade {escape(r.precision)}: {escape(r.cascade['text'])}" for r in target_rows if r.cascade]
