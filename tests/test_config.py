@@ -143,3 +143,20 @@ def test_flags_override_keys(tmp_path, topic_classifier):
     built = json.loads((tmp_path / "from-config" / "manifest.json").read_text())
     assert [a["precision"] for a in built["artifacts"]] == ["fp32", "q8"]  # the file's precisions
     assert (tmp_path / "from-config" / "report.html").is_file()
+
+
+def test_each_cost_term_is_an_estimate_from_its_stated_inputs():
+    """Issue 14, 'cost means cost': a web model is downloaded by every new visitor, a phone model ships in
+    every app download; each term sits beside device time with the inputs it came from."""
+    cost = Cost(requests_per_month=5_000_000, price_per_device_hour=0.05, downloads_per_month=20_000,
+                price_per_gb_downloaded=0.05)
+    device, download = cost.terms(62.8, 22_900_000)
+    assert device["term"] == "device time" and device["amount"] == pytest.approx(5e6 * 62.8 / 3.6e6 * 0.05)
+    assert device["inputs"] == "p50 62.8 ms × 5,000,000 requests × 0.05 USD/device-hour"
+    assert download["term"] == "model download" and download["amount"] == pytest.approx(22.9)  # GB × downloads × price
+    assert download["inputs"] == "22.9 MB × 20,000 downloads × 0.05 USD/GB"
+    assert cost.per_month(62.8, 22_900_000) == pytest.approx(device["amount"] + 22.9)
+    assert cost.per_month(None, 22_900_000) is None  # device time needs a measured latency: no price at all
+    assert cost.describe()["formula"] == ("p50 latency × 5,000,000 requests/month × 0.05 USD per device-hour + model "
+                                          "size × 20,000 downloads/month × 0.05 USD per GB downloaded (an estimate "
+                                          "from these inputs)")
