@@ -96,8 +96,7 @@ def _web(tokenizer: Path, expected: Reference, timeout_s: float | None) -> dict:
     missing = transformers_js.missing(browser=False)
     if missing:  # the build's own runtime (onnxruntime) does not need Node: say what was not checked
         return {"tokenizer": what, "checked": False, "why": f"needs {'; '.join(missing)}"}
-    key = json.dumps([file_sha256(tokenizer), *(file_sha256(p) for p in sorted(tokenizer.parent.glob("*.json"))),
-                      expected.ids])
+    key = json.dumps([*(file_sha256(p) for p in sorted(tokenizer.parent.glob("*.json"))), expected.ids])
     if key not in _WEB_CHECKED:
         request = {"packages": str(transformers_js.packages_dir()), "model_root": str(tokenizer.parent.parent) + "/",
                    "model_id": tokenizer.parent.name, "texts": expected.texts}
