@@ -154,11 +154,21 @@ def build_table(manifest: dict, model: str | None = None) -> Group:
         check = artifact.get("validation", {})
         table.add_row(artifact["target"], artifact["precision"], artifact["files"][0]["path"],
                       _num(artifact['bytes'] / 1e6),
-                      f"[green]ok[/] cosine {check['cosine_min']:.4f}" if check else "")
+                      f"[green]ok[/] cosine {check['cosine_min']:.4f}{_tokenizer_note(check)}" if check else "")
     for rejected in manifest.get("rejected", []):
         status = "[yellow]skipped[/]" if rejected["status"] == "skipped" else "[red]failed[/]"
         table.add_row(rejected["target"], rejected["precision"], "—", "—", f"{status}: {rejected['reason']}")
     return Group(table)
+
+
+def _tokenizer_note(check: dict) -> str:
+    """What the artifact's own tokenizer did with real text (tokenizer_check.py), when it carries one."""
+    found = check.get("tokenizer")
+    if not found:
+        return ""
+    if found.get("same_ids"):
+        return f", same tokens as the source on {found['texts']} texts"
+    return f", [yellow]tokenizer not checked[/]: {escape(found.get('why', ''))}"
 
 
 def targets_table(rows: list[dict]) -> Table:

@@ -68,6 +68,7 @@ def test_a_gguf_whose_vocabulary_llama_cpp_aborts_on_is_a_failed_candidate(folde
 def test_a_gguf_that_tokenizes_as_its_source_passes(folders, tmp_path):
     run = edge_pack("build", folders["good"], "--target", "pi", "-p", "f32", "--out", tmp_path / "good")
     assert run.code == 0, run.stderr
+    assert "ok cosine" in run.stdout and "same tokens as the source on 43 texts" in " ".join(run.stdout.split())
     (artifact,) = json.loads((tmp_path / "good" / "manifest.json").read_text())["artifacts"]
     checked = artifact["validation"]["tokenizer"]
     # the built-in sentences and the non-ASCII lines (accents, CJK, Cyrillic, emoji) tokenize alike
@@ -118,3 +119,20 @@ def test_the_first_differing_token_is_named_with_its_text_position_ids_and_piece
         "'naïve' at token 1: source 6 'ï', artifact 9 'ïve'")
     assert first_difference(expected, [[1], [5, 6, 7]], [["a"], ["na", "ï", "ve"]]) == (
         "'a b' at token 1: source 2 'Ġb', artifact (end of text)")
+
+
+def test_without_node_the_web_tokenizer_is_recorded_as_not_checked(monkeypatch, tmp_path):
+    """A machine without Node.js builds web bundles with onnxruntime alone: the manifest then says the
+    tokenizer.json was not read as Transformers.js reads it, and why (a stand-in for a missing Node: the
+    real one is installed here)."""
+    from edge_pack import tokenizer_check
+    from edge_pack.runners import transformers_js
+
+    monkeypatch.setattr(transformers_js, "missing", lambda browser: ["Node.js 20+ (not found) — install Node.js"])
+    (tmp_path / "web" / "onnx").mkdir(parents=True)
+    (tmp_path / "web" / "tokenizer.json").write_text("{}")
+    expected = tokenizer_check.Reference(("a",), ((1,),), (("a",),))
+    assert tokenizer_check.check("onnx", [tmp_path / "web" / "onnx" / "model.onnx"], expected) == {
+        "tokenizer": "the bundle's tokenizer.json (Transformers.js)", "checked": False,
+        "why": "needs Node.js 20+ (not found) — install Node.js"}
+    assert tokenizer_check.check("onnx", [tmp_path / "web" / "onnx" / "model.onnx"], None) is None  # no tokenizer
