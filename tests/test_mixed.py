@@ -116,3 +116,13 @@ def test_pi_auto_sets_each_tensor_type_through_llama_cpp(tmp_path, tiny_llama):
     assert {n for n, kind in held.items() if kind == "Q8_0"} == promoted
     assert {kind for n, kind in held.items() if n not in promoted} == {"Q4_K"}  # rows of 256: no fallback
     assert mixed["validation"]["same_top1"] >= 0.993
+
+
+def test_without_a_job_the_floor_is_the_targets_validation_floor(tmp_path, fragile_embedder):
+    run = edge_pack("build", fragile_embedder, "-t", "web", "-p", "auto", "-o", tmp_path / "bundle", "--json",
+                    cwd=tmp_path)
+    assert run.code == 0, run.stderr
+    (mixed,) = run.json()["artifacts"]
+    search = mixed["recipe"]["search"]
+    assert "validation floor (cosine_min ≥ 0.9)" in search["floor"]
+    assert search["builds"][0]["passed"] and mixed["recipe"]["promoted"] == []  # every layer at q4 clears 0.9
