@@ -89,6 +89,10 @@ def test_bad_auto_inputs_are_one_line_errors(tmp_path, fragile_embedder):
                           "quality floor", "min_accuracy_ratio")
     assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "ios", "-p", "auto", "-c", job, "-o", out), 2,
                           "ios", "layer by layer")
+    (tmp_path / "job").mkdir()  # the same through a job's keys: precisions = "auto" and [options] budget
+    keys = _job(tmp_path / "job", extra=f'[options]\nbudget = 0\n')
+    keys.write_text(f'source = "{fragile_embedder}"\ntargets = ["web"]\nprecisions = "auto"\n' + keys.read_text())
+    assert_one_line_error(edge_pack("build", "-c", keys, "-o", out), 2, "budget", "at least 1")
     assert not out.exists()
 
 
