@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, metrics, statistics
+from . import __version__, metrics, statistics, task_eval
 from .cascade_row import add_cascades, check_built
 from .config import Config, load_config
 from .contracts import BuildOptions
 from .decide import cliff, recommendation
 from .errors import RunnerError, UserError
-from .evalset import Preprocessor, make_evalset
+from .evalset import LM_TASK, Preprocessor, make_evalset
 from .hashing import text_sha256
 from .lineup import is_job, measure_models
 from .manifest import MANIFEST, read_manifest
-from .measure import reference_vectors, run_artifact
+from .measure import answers_asks, reference_vectors, run_artifact
 from .pipeline import build
 from .progress import steps
 from .quiet import captured
@@ -41,6 +41,8 @@ from .sla import Sla, judge
 from .source import InputSpec, SourceModel, load_source
 from .staging import check_disk_full, locked
 from .targets import get_target
+from .task_bench import TaskSettings, correctness, task_eval_for, torch_baseline
+from .tasks import is_task_file
 from .weight_bits import bits_per_weight
 
 MB = 1_000_000
@@ -66,6 +68,8 @@ class BenchOptions:
     source: str | None = None
     rounds: int = 4  # interleaved latency rounds (at most `runs`)
     extra_rounds: int = 4  # at most this many more when a p50 is too noisy to decide a latency limit
+    # How a decoder is asked a task file's rows (--eval tasks.jsonl): chat template, new tokens, scorer.
+    tasks: TaskSettings = field(default_factory=TaskSettings)
 
     def check(self) -> None:
         if self.runs < 1 or self.warmup < 0:
@@ -81,6 +85,8 @@ def bench(path: str | Path, targets: list[str] | None = None, precisions: list[s
     """The Python API: measure a bundle (or build SOURCE with targets first) and return what `bench --json`
     prints. `settings` are BenchOptions fields (runs=, eval_path=, runtime=, ...); `sla_path` is an
     edge-pack.toml (its [sla] and [cost] tables apply); `device` (ssh://pi@host) runs there."""
+    if isinstance(settings.get("tasks"), dict):  # tasks={"chat_template": False, "max_new_tokens": 16}
+        settings["tasks"] = TaskSettings(**settings["tasks"])
     options = BenchOptions(**settings)
     if device:
         options = replace(options, runner_options={**options.runner_options, "device": device})
@@ -182,12 +188,15 @@ def measure_bundle(bundle: Path, targets: list[str] | None, precisions: list[str
 
 def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str, bar) -> tuple[list[Row], TargetResult]:
     name, evalset, sla = plan["name"], plan["evalset"], plan["sla"]
-    baseline, kind, origin = _baseline(source, task, evalset, plan["artifacts"], bundle, plan["runtime"],
-                                       _why_no_source(manifest))
-    labeled = evalset.labels is not None
-    base_correct = metrics.correct(kind, baseline, evalset.labels) if labeled else None
+    tasks = plan["tasks"]
+    baseline, kind, origin, task_samples = _baseline(source, task, evalset, plan["artifacts"], bundle,
+                                                     plan["runtime"], _why_no_source(manifest), tasks)
+    labeled = evalset.labels is not None or tasks is not None
+    base_correct = (correctness(task_samples) if tasks else metrics.correct(kind, baseline, evalset.labels)
+                    if labeled else None)
     base_metrics = {"accuracy": float(base_correct.mean())} if labeled else {}
-    base_samples = labeled_samples(kind, baseline, base_correct) if labeled else []
+    base_samples = ([s.to_json() for s in task_samples] if tasks else labeled_samples(kind, baseline, base_correct)
+                    if labeled else [])
     base_metrics.update(metrics.intrinsic(kind, baseline, evalset.samples))
     quality_name, base_value = metrics.headline(kind, {**base_metrics, "cosine_mean": 1.0,
                                                        "top1_agreement": 1.0, "same_top1": 1.0}, labeled)
@@ -204,7 +213,7 @@ def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str,
         first_of[row.content] = index
         try:
             result, vectors = run_artifact(plan["runtime"], _paths(bundle, artifact), task, evalset,
-                                           _round_options(plan, 0))
+                                           _round_options(plan, 0), asks=tasks.asks if tasks else None)
         except RunnerError as exc:
             row.error = f"failed on {plan['runtime']}: {exc}"
             bar.advance()
@@ -228,8 +237,8 @@ def _measure_target(plan: dict, manifest: dict, bundle: Path, source, task: str,
     measured_on = next((r.runtime for r in rows if r.runtime), plan["runtime"])
     result = TargetResult(
         name=name, runtime=plan["runtime"], measured_on=measured_on, threads=plan["options"].threads,
-        sla=sla.describe(), eval=evalset.origin, decision=decision, cliff=cliff(rows, sla, base_value), cost=cost,
-        device=manifest["targets"][name].get("device", {}),
+        sla=sla.describe(), eval=_eval_origin(evalset, tasks), decision=decision, cliff=cliff(rows, sla, base_value),
+        cost=cost, device=manifest["targets"][name].get("device", {}),
         baseline={"origin": origin, "quality": {"name": quality_name, "value": base_value}, "metrics": base_metrics,
                   **({"samples": base_samples} if base_samples else {})},
         rejected_at_build=[r for r in manifest.get("rejected", []) if r["target"] == name],
@@ -334,12 +343,22 @@ def _fill(row: Row, result, vectors, kind, evalset, baseline, base_correct, base
         return
     found = {**metrics.fidelity(kind, vectors, baseline), **metrics.intrinsic(kind, vectors, evalset.samples),
              **result.metrics}
-    certainty = None
-    if base_correct is not None:
+    certainty = correct = None
+    if plan["tasks"] is not None:  # a task file: the runtime's answers, scored as the baseline's were
+        try:
+            samples = plan["tasks"].samples(result.answers)
+        except ValueError as exc:
+            row.error = f"failed on {result.runtime}: {exc}"
+            return
+        row.samples = [s.to_json() for s in samples]
+        found.update(task_eval.answer_speed(result.answers))
+        correct = correctness(samples)
+    elif base_correct is not None:
         correct = metrics.correct(kind, vectors, evalset.labels)
+        row.samples = labeled_samples(kind, vectors, correct)
+    if correct is not None:
         found["accuracy"] = float(correct.mean())
         certainty = statistics.accuracy_certainty(correct, base_correct)
-        row.samples = labeled_samples(kind, vectors, correct)
     name, value = metrics.headline(kind, found, base_correct is not None)
     note = result.latency_note  # timings that would not be the device's are not reported at all
     row.runtime, row.host, row.threads, row.metrics = result.runtime, result.host, plan["options"].threads, found
@@ -409,12 +428,39 @@ def _plan(name, manifest, bundle, chosen, source, specs, config: Config, options
     target_dir = bundle / name
     support = target_dir if (target_dir / "config.json").is_file() else (source.support_dir if source else None)
     pre = Preprocessor(task, support, specs or None)
-    evalset = make_evalset(pre, options.eval_path, options.seq_len, _label_names(support, task), embedder=task == "feature-extraction")
-    return {"name": name, "runtime": run_on, "evalset": evalset, "sla": config.sla_for(name),
+    tasks, eval_path = _task_eval(task, options, pre, support)
+    if tasks is not None and not answers_asks(run_on):
+        raise UserError(f"target {name}'s runtime {run_on} does not answer task rows (generation); choose one that "
+                        f"does with --runtime, or give a .txt eval instead of {tasks.path}")
+    evalset = make_evalset(pre, eval_path, options.seq_len, _label_names(support, task), embedder=task == "feature-extraction")
+    return {"name": name, "runtime": run_on, "evalset": evalset, "tasks": tasks, "sla": config.sla_for(name),
             "cost": config.cost_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
             "options": run_options, "rounds": min(options.rounds, options.runs),
             "extra_rounds": options.extra_rounds}
+
+
+def _task_eval(task: str, options: BenchOptions, pre: Preprocessor, support: Path | None):
+    """(the task file's rows as asks, or None; the eval file for the label-free fidelity). With a task file,
+    perplexity, KL and same-top-1 are measured on the built-in text: the prompts are too short to score
+    next-token fidelity on."""
+    path = options.eval_path
+    if path is not None and is_task_file(Path(path)):
+        if task != LM_TASK:
+            raise UserError(f"{path} is a task file (rows with a \"prompt\"), which text-generation models answer; "
+                            f"this model is {task}: give rows like {{\"text\": \"...\", \"label\": \"...\"}}")
+        return task_eval_for(Path(path), pre.tokenizer, support, options.tasks), None
+    if options.tasks.given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in options.tasks.given)
+        raise UserError(f"{flags} apply to a task file of a text-generation model (--eval tasks.jsonl with rows "
+                        "like {\"prompt\": \"...\", \"answer\": \"...\"}); drop them or give one")
+    return None, path
+
+
+def _eval_origin(evalset, tasks) -> str:
+    if tasks is None:
+        return evalset.origin
+    return f"{tasks.describe()}; perplexity, KL and same top-1 on the {evalset.origin}"
 
 
 def _check_ready(runtime: str) -> None:
@@ -437,21 +483,24 @@ def _label_names(folder: Path | None, task: str) -> list[str] | None:
     return [id2label[k] for k in sorted(id2label, key=int)] or None
 
 
-def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source: str):
-    """fp32 source outputs (torch, or onnxruntime for an ONNX source); when the source is not available,
-    the fp32 artifact stands in and the results say why."""
+def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source: str, tasks=None):
+    """fp32 source outputs (torch, or onnxruntime for an ONNX source) and, with a task file, its samples
+    (torch's answers, greedy as every runtime's); when the source is not available, the fp32 artifact
+    stands in and the results say why."""
     if source is not None:
         with captured():  # loading a model can log (e.g. transformers probing optional quantization kernels)
             vectors, kind = reference_vectors(source.reference(), task, evalset.samples)
         engine = {"hf": "PyTorch", "onnx": "onnxruntime", "torch": "PyTorch"}[source.kind]
-        return vectors, kind, f"fp32 source ({engine})"
+        return vectors, kind, f"fp32 source ({engine})", torch_baseline(tasks, source) if tasks else None
     fp32 = next((a for a in artifacts if a["bits"] >= 32), None)  # "fp32", "f32": named as its format does
     if fp32 is None:
         raise UserError(f"{why_not_source}, and the bundle has no fp32 artifact to stand in; name the source with "
                         "--source ENTRY_OR_PATH, or rebuild with the fp32 precision")
     result, vectors = run_artifact(runtime, [bundle / f["path"] for f in fp32["files"]], task, evalset,
-                                   RunOptions(warmup=0, runs=0))
-    return vectors, metrics.output_kind(task, result.outputs[0]), f"fp32 artifact on {result.runtime} ({why_not_source})"
+                                   RunOptions(warmup=0, runs=0), asks=tasks.asks if tasks else None)
+    samples = tasks.samples(result.answers) if tasks else None
+    return (vectors, metrics.output_kind(task, result.outputs[0]),
+            f"fp32 artifact on {result.runtime} ({why_not_source})", samples)
 
 
 def _warnings(size_mb: float, peak_rss_mb: float | None, device: dict) -> list[str]:

@@ -11,6 +11,7 @@ import click
 
 from . import __version__, quiet
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UserError
+from .tasks import GENERATION_SCORERS
 
 # Exit codes: 0 pass, 1 a gate failed, 2 bad input (errors.py), 3 a bug, 4 a step ran out of time
 # (watchdog.py), 5 unverified: nothing failed but a limit could not be checked here, 130/143 interrupted
@@ -238,7 +239,8 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, a
 @click.option("-p", "--precision", "precisions", multiple=True, help="Only these precisions.")
 @click.option("--eval", "eval_path", type=click.Path(path_type=Path),
               help="Labeled data: JSONL/CSV of {text|image, label}, or .npz of model inputs (+ labels); for a "
-                   "text-generation model, a .txt to measure perplexity on. Default: eval in edge-pack.toml.")
+                   "text-generation model, a task file (JSONL of {prompt, answer[, score, choices, id]}: task "
+                   "accuracy) or a .txt to measure perplexity on. Default: eval in edge-pack.toml.")
 @_with(job_flags)
 @click.option("--runs", type=click.IntRange(min=1), help="Timed runs per artifact (default 20).")
 @click.option("--warmup", type=click.IntRange(min=0), help="Untimed runs before timing (default 3).")
@@ -251,6 +253,13 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, a
               "OpenSSH client and ~/.ssh/config; add ?python=PATH for another Python there).")
 @click.option("--timeout", type=SECONDS, default=900, show_default=True,
               help="Seconds allowed for each artifact's run; a runtime past it is a failed candidate.")
+@click.option("--chat-template/--no-chat-template", "chat_template", default=None,
+              help="With a task file: wrap each prompt in the model's chat template. Default: on when the "
+                   "tokenizer has one (bench.chat_template in edge-pack.toml).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), help="With a task file: tokens generated at most per "
+              "answer, greedily, before EOS or a stop string (default 32; bench.max_new_tokens).")
+@click.option("--scorer", type=click.Choice(GENERATION_SCORERS), help="With a task file: how rows without their "
+              "own \"score\" are scored (default exact; bench.scorer). Rows with choices are ranked by likelihood.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, nothing else.")
 @click.option("--source", "source_spec", metavar="ENTRY_OR_PATH",
               help="The fp32 source of the bundle (package.module:factory, or a model folder or .onnx) when the "
@@ -260,7 +269,8 @@ def build(source, targets, precisions, out, config_path, timeout, calibration, a
 @_with(_option_flags(("build",), when="bench builds SOURCE"))
 @_with(source_flags)
 def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threads, seq_len, runtime, device,
-          timeout, as_json, source_spec, calibration, allow_pickle, trust_remote_code, **option_flags) -> int:
+          timeout, chat_template, max_new_tokens, scorer, as_json, source_spec, calibration, allow_pickle,
+          trust_remote_code, **option_flags) -> int:
     """Measure every artifact of a bundle PATH (or build SOURCE with --target first), judge each against
     the SLA, name the cheapest passing candidate per target, and write results.json, report.html,
     report.md and a release zip per target beside the bundle. Without PATH, the bundle at out in
@@ -269,6 +279,7 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
     from .benchmark import BenchOptions, measure
     from .manifest import MANIFEST
     from .pipeline import build as run_build
+    from .task_bench import TaskSettings
     from .terminal import verdict_table
 
     job = _job(config_path)
@@ -304,7 +315,10 @@ def bench(path, targets, precisions, eval_path, config_path, runs, warmup, threa
                            runtime=runtime or job.runtimes or None, timeout_s=timeout, progress=not as_json,
                            runner_options={**_stage_options(job, run_flags, "bench"),
                                            **({"device": device} if device else {})},
-                           build_options=options, source=source_spec)
+                           build_options=options, source=source_spec,
+                           tasks=TaskSettings(settings.get("chat_template") if chat_template is None else chat_template,
+                                              max_new_tokens or settings.get("max_new_tokens"),
+                                              scorer or settings.get("scorer")))
     results = measure(path, list(targets) or None, list(precisions) or None, options, job,
                       allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     if as_json:

@@ -16,7 +16,10 @@ from .sla import CONFIDENCES, LIMITS, SLA_KEYS, Sla, limit_problem
 from .targets import AUTO, SWEEP, declared_options, load_targets
 
 DEFAULT_FILE = "edge-pack.toml"
-BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1}  # integer settings and their minimum
+BENCH_KEYS = {"runs": 1, "warmup": 0, "seq_len": 1, "threads": 1,  # integer settings and their minimum
+              "max_new_tokens": 1}
+# How a decoder answers a task file (edge_pack/task_bench.py): the chat template on or off, the default scorer.
+TASK_KEYS = ("chat_template", "scorer")
 PRICE_KEYS = ("price_per_device_hour", "price_per_million_requests", "price_per_gb_downloaded")
 COST_KEYS = ("requests_per_month", "downloads_per_month", *PRICE_KEYS, "currency")
 VOLUME_OF = {"price_per_device_hour": "requests_per_month", "price_per_million_requests": "requests_per_month",
@@ -264,11 +267,20 @@ class _Reader:
         return values
 
     def bench(self, table: dict) -> dict:
+        from .tasks import GENERATION_SCORERS
+
         values = {}
         for key, value in table.items():
-            if key not in BENCH_KEYS:
-                self.fail(f"bench.{key}", f"is not a known key (keys are {', '.join(BENCH_KEYS)})")
-            if isinstance(value, bool) or not isinstance(value, int) or value < BENCH_KEYS[key]:
+            if key not in BENCH_KEYS and key not in TASK_KEYS:
+                self.fail(f"bench.{key}", f"is not a known key (keys are {', '.join([*BENCH_KEYS, *TASK_KEYS])})")
+            if key == "chat_template":
+                if not isinstance(value, bool):
+                    self.fail(f"bench.{key}", f"must be true or false, not {value!r}")
+            elif key == "scorer":
+                if value not in GENERATION_SCORERS:
+                    self.fail(f"bench.{key}", f"must be one of {', '.join(GENERATION_SCORERS)} (rows with choices "
+                                              f"are always ranked by likelihood), not {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < BENCH_KEYS[key]:
                 self.fail(f"bench.{key}", f"must be a whole number of at least {BENCH_KEYS[key]}, not {value!r}")
             values[key] = value
         return values

@@ -1,6 +1,7 @@
 """One measurement of one artifact on its runtime, the same code for the build-time check and the bench."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,15 +25,26 @@ def reference_vectors(reference, task: str, samples: list[dict]) -> tuple[list[n
     return [metrics.primary(task, o, s) for o, s in zip(outputs, samples)], metrics.output_kind(task, outputs[0])
 
 
-def run_artifact(runtime: str, files: list[Path], task: str, evalset: EvalSet,
-                 options: RunOptions) -> tuple[RunResult, list[np.ndarray]]:
+def run_artifact(runtime: str, files: list[Path], task: str, evalset: EvalSet, options: RunOptions,
+                 asks=None) -> tuple[RunResult, list[np.ndarray]]:
+    """With `asks` (a decoder's task rows, edge_pack/generation.py), the runner answers them too:
+    RunResult.answers."""
     options = replace(options, task=task)
-    result = get_runner(runtime).run(files, evalset.samples, evalset.latency_input, options)
+    runner = get_runner(runtime)
+    if asks:
+        result = runner.run(files, evalset.samples, evalset.latency_input, options, asks=asks)
+    else:
+        result = runner.run(files, evalset.samples, evalset.latency_input, options)
     if result.postprocessed:
         vectors = [np.asarray(next(iter(o.values())), dtype=np.float64).reshape(-1) for o in result.outputs]
     else:
         vectors = [metrics.primary(task, o, s) for o, s in zip(result.outputs, evalset.samples)]
     return result, vectors
+
+
+def answers_asks(runtime: str) -> bool:
+    """Whether the runner takes a decoder's task rows (its run() has the `asks` parameter)."""
+    return "asks" in inspect.signature(get_runner(runtime).run).parameters
 
 
 def validate(runtime: str, files: list[Path], precision: Precision, task: str, evalset: EvalSet,

@@ -124,8 +124,9 @@ def correct(kind: str, vectors: list[np.ndarray], labels: np.ndarray) -> np.ndar
 
 def headline(kind: str, metrics: dict, labeled: bool) -> tuple[str, float]:
     """The one quality number the verdict table shows, and its name."""
-    if labeled:
-        return ("centroid accuracy" if kind == EMBEDDING else "accuracy"), metrics["accuracy"]
+    if labeled:  # a decoder is labeled by a task file: its answers to the rows, scored
+        name = {EMBEDDING: "centroid accuracy", NEXT_TOKEN: "task accuracy"}.get(kind, "accuracy")
+        return name, metrics["accuracy"]
     if kind == LOGITS:
         return "top-1 agreement", metrics["top1_agreement"]
     if kind == NEXT_TOKEN:

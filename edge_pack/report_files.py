@@ -10,6 +10,7 @@ from pathlib import Path
 from .decide import number
 from .results import HEADLINES, Results, Row, TargetResult
 from .staging import write_atomic
+from .task_bench import failure_notes
 
 REPORT_HTML, REPORT_MD = "report.html", "report.md"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -54,6 +55,7 @@ def _view(results: Results) -> dict:
             "cost": target.cost, "how": _how(target, rows, results.options),
             "charts": target_charts(name, target, rows), "device": (target.device or {}).get("name"),
             "release": (results.releases or {}).get(name), "tool": target.tool, "currency": currency,
+            "failures": failure_notes(rows, target.baseline),
         })
     return {"results": results, "source": results.source, "targets": targets, "status": results.status,
             "headline": HEADLINES[results.status], "passed": results.passed, "tool": results.tool,
@@ -71,7 +73,8 @@ def _order(results: Results):
 def _row(row: Row, target: TargetResult) -> dict:
     quality = row.quality
     found = row.metrics or {}
-    agreement = (f"top-1 {found['top1_agreement']:.1%}" if "top1_agreement" in found
+    agreement = (f"KL {found['kl_divergence']:.4f}, same top-1 {found['same_top1']:.1%}" if "kl_divergence" in found
+                 else f"top-1 {found['top1_agreement']:.1%}" if "top1_agreement" in found
                  else f"cos {found['cosine_mean']:.4f}" if "cosine_mean" in found else "—")
     not_measured = [f"{what} {how}" for what, how in row.obtained.items() if how != "measured"]
     cost, currency = row.cost_per_month, (target.cost or {}).get("currency")

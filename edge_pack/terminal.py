@@ -9,6 +9,7 @@ from rich.text import Text
 from .decide import number as _num
 from .report_files import sla_text
 from .results import FAIL, HEADLINES, PASS, UNVERIFIED, Results, Row, TargetResult
+from .task_bench import failure_notes
 
 
 def _quality(row: Row) -> str:
@@ -122,6 +123,7 @@ def verdict_table(results: Results) -> Group:
         base = target.baseline.get("metrics") or {}
         if "perplexity" in base:
             notes.append(f"baseline perplexity {base['perplexity']:.3f} on {base['scored_tokens']} tokens")
+        notes += [f"[yellow]{escape(note)}[/]" for note in failure_notes(target_rows, target.baseline)]
         device = next((r.host for r in target_rows if (r.host or {}).get("address")), None)
         if device:
             notes.append(f"device: {device['address']} — {device.get('device_model') or device.get('cpu')}, "
