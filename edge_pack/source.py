@@ -22,10 +22,11 @@ from .hashing import tree_sha256
 
 TASKS = ("feature-extraction", "text-classification", "image-classification", "text-generation", "generic")
 
-# Files Transformers.js (and our own preprocessing) read beside the model.
+# Files Transformers.js (and our own preprocessing) read beside the model. Recent transformers write an
+# instruct model's chat template into chat_template.jinja rather than tokenizer_config.json.
 SUPPORT_FILES = (
     "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-    "merges.txt", "tokenizer.model", "preprocessor_config.json", "generation_config.json",
+    "merges.txt", "tokenizer.model", "preprocessor_config.json", "generation_config.json", "chat_template.jinja",
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
