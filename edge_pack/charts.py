@@ -51,7 +51,9 @@ def target_charts(name: str, target: TargetResult, rows: list[Row]) -> list[dict
                            "svg": _svg(fig, chart_id)})
         for row in (r for r in everything if r.cascade):
             fig, ax = _figure()
-            _cascade(ax, row, lines, quality_name)
+            # its figures are on the reported half of the eval set: so are the baseline and the floor drawn
+            half = {**lines, "baseline": row.quality.baseline, "floor": quality_floor(sla, row.quality.baseline)}
+            _cascade(ax, row, half, quality_name)
             chart_id = f"{_slug(name)}-cascade"
             charts.append({"id": chart_id, "title": f"cascade {row.precision}: {quality_name} vs share escalated",
                            "svg": _svg(fig, chart_id)})
@@ -167,6 +169,7 @@ def _cascade(ax, row: Row, lines, quality_name) -> None:
         found = row.cascade[end]
         ax.annotate(f"{label} alone", (found["escalated"], found["accuracy"]), xytext=(4, -10),
                     textcoords="offset points", fontsize=7, color="#24292f")
+    _limit(ax, lines["baseline"], True, "baseline fp32, same half", BASELINE, ":")
     if lines["floor"] is not None:
         _limit(ax, lines["floor"], True, f"SLA floor {lines['floor']:.3f}")
     ax.set_xlim(-0.03, 1.03)
