@@ -70,7 +70,7 @@ def main() -> None:
     model_dir = smollm2.smollm2()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompter = Prompter(tokenizer, max_new_tokens=args.new_tokens, support_dir=model_dir)
-    asks = [prompter.ask(_row(i, p)) for i, p in enumerate(PROMPTS)]
+    asks = [prompter.ask(chat_row(i, p)) for i, p in enumerate(PROMPTS)]
     reference = [a.tokens for a in torch_answers(load_torch(model_dir), asks)]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +107,7 @@ def main() -> None:
             print(f"  {prompt!r} → {tokenizer.decode(tokens, skip_special_tokens=True)!r}")
 
 
-def _row(index: int, prompt: str):
+def chat_row(index: int, prompt: str):
     from edge_pack.tasks import TaskRow
 
     return TaskRow(id=str(index), line=index + 1, prompt=prompt, answer="", scorer="contains")
