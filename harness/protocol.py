@@ -71,6 +71,13 @@ def time_runs(run, warmup: int, runs: int) -> list[float]:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux it is VmHWM: ru_maxrss keeps the parent's peak through
+    fork and exec, so a harness started by a bench holding torch would report the bench's memory as its own."""
+    try:
+        with open("/proc/self/status") as handle:
+            return int(handle.read().split("VmHWM:")[1].split()[0]) / 1024.0
+    except (OSError, IndexError, ValueError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
 
