@@ -106,6 +106,11 @@ def tiny_llama() -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_tiny_llama() -> Path:
+    return models.small_tiny_llama()
+
+
+@pytest.fixture(scope="session")
 def tiny_embedder() -> Path:
     return models.tiny_embedder()
 

@@ -352,7 +352,14 @@ def _stdlib_text(held_out: bool, limit: int) -> str:
     return "\n".join(text)[:limit]
 
 
-def _build_tiny_llama(work: Path) -> None:
+def small_tiny_llama() -> Path:
+    """HF folder: a one-layer tiny Llama trained for a third of the steps, on the same text and tokenizer
+    recipe: the small model of a two-decoder job."""
+    return _cached(f"tiny-llama-small-py{sys.version_info.major}{sys.version_info.minor}",
+                   lambda work: _build_tiny_llama(work, layers=1, steps=50, name="tiny-llama-small")) / "model"
+
+
+def _build_tiny_llama(work: Path, layers: int = 2, steps: int = 150, name: str = "tiny-llama") -> None:
     import sentencepiece as spm
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer, LlamaTokenizerFast
@@ -367,7 +374,7 @@ def _build_tiny_llama(work: Path) -> None:
     LlamaTokenizer(vocab_file=str(work / "sp.model"), legacy=False).save_pretrained(model_dir)
     tokenizer = LlamaTokenizerFast.from_pretrained(model_dir)  # tokenizer.json too, converted once here
     tokenizer.save_pretrained(model_dir)
-    config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
                          torch_dtype="float32")
@@ -378,7 +385,6 @@ def _build_tiny_llama(work: Path) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     # ~30 s on one core; training loss falls from ln 4096 (a uniform guess) to ~3.6 (a few dozen in
     # perplexity); the held-out eval text is mostly docstrings, where perplexity stays in the hundreds
-    steps = 150
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     model.train()
     for _ in range(steps):
@@ -393,7 +399,7 @@ def _build_tiny_llama(work: Path) -> None:
     model.save_pretrained(model_dir, safe_serialization=True)
     (work / "eval.txt").write_text(eval_text[:20_000])
     (work / "train.txt").unlink()
-    _kl_margins("tiny-llama", model_dir, work / "eval.txt")
+    _kl_margins(name, model_dir, work / "eval.txt")
 
 
 def _kl_margins(name: str, model_dir: Path, eval_text: Path) -> None:

@@ -297,3 +297,60 @@ def test_the_demo_cascade_job_reads():
     assert [m.source for m in config.models] == ["digits_cnn:small_factory", "digits_cnn:factory"]
     assert config.baseline == "large" and config.cascade.first == StageRef("small", "q8")
     assert config.cascade.fallback == Service("api", StageRef("large", "fp32"), 0.0001, 120.0)
+
+
+def test_two_decoders_and_a_cascade_answer_a_task_file_through_llama_cpp(tmp_path, small_tiny_llama, tiny_llama):
+    """The same job for text generation: two tiny Llamas (one layer and two) on pi (llama.cpp), judged on a
+    task file's answers against the large model's fp32 answers in torch, the cascade routing on the mean
+    token probability of each generated answer (or the choice margin)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make install builds it)")
+    from test_task_bench import NEW_TOKENS, TINY_ROWS
+
+    (tmp_path / "tasks.jsonl").write_text("".join(json.dumps(row) + "\n" for row in TINY_ROWS))
+    (tmp_path / "edge-pack.toml").write_text(f"""
+baseline = "large"
+targets = ["pi"]
+precisions = ["f16", "q4_k_m"]
+eval = "tasks.jsonl"
+out = "dist"
+[[models]]
+name = "small"
+source = "{small_tiny_llama}"
+[[models]]
+name = "large"
+source = "{tiny_llama}"
+[bench]
+runs = 2
+warmup = 0
+max_new_tokens = {NEW_TOKENS}
+[sla]
+min_accuracy_ratio = 0.5
+[cascade]
+first = "small:q4_k_m"
+fallback = "large:f16"
+""")
+    run = edge_pack("bench", "--json", cwd=tmp_path)
+    assert run.code in (0, 1), run.stderr  # 1: no candidate meets the SLA, a verdict like any other
+    results = run.json()
+    pi = results["targets"]["pi"]
+    base = {s["id"]: s["correct"] for s in pi["baseline"]["samples"]}
+    assert pi["baseline"]["origin"].endswith("of large") and len(base) == len(TINY_ROWS)
+    rows = {(r["model"], r["precision"]): r for r in results["rows"]}
+    assert set(rows) == {("small", "f16"), ("small", "q4_k_m"), ("large", "f16"), ("large", "q4_k_m"),
+                         ("cascade", "small:q4_k_m → large:f16")}
+    for (model, _), row in rows.items():
+        assert row["quality"]["name"] == "task accuracy" and row["error"] is None
+        assert row["quality"]["baseline"] == pytest.approx(
+            pi["baseline"]["quality"]["value"] if model != "cascade" else
+            sum(base[i] for i in split(sorted(base))[1]) / len(split(sorted(base))[1]))
+    # the cascade, recomputed from the two stages' own samples on the reported half
+    cascade = rows[("cascade", "small:q4_k_m → large:f16")]
+    first = {s["id"]: s for s in rows[("small", "q4_k_m")]["samples"]}
+    fallback = {s["id"]: s["correct"] for s in rows[("large", "f16")]["samples"]}
+    _, report = split(sorted(first))
+    threshold = cascade["cascade"]["threshold"]
+    right = [first[i]["correct"] if first[i]["confidence"] >= threshold else fallback[i] for i in report]
+    assert cascade["quality"]["value"] == pytest.approx(sum(right) / len(report))
+    assert cascade["verdict"]["status"] in ("pass", "fail")
+    if pi["recommended"]:
+        assert pi["recommended"].split(":")[0] in ("small", "large")
