@@ -156,7 +156,7 @@ def _build_options(job, flags: dict, calibration: Path | None, timeout: float | 
         raise UserError(f"calibration file {calibration} does not exist; give a .jsonl, .csv or .npz file or a "
                         "folder of images")
     # The job's SLA, when there is a job file: --precision auto searches for its quality floor.
-    slas = {"sla": job.sla, "target_sla": dict(job.target_sla)} if job.path is not None else {}
+    slas = {"sla": job.sla, "target_sla": dict(job.target_sla), "eval_path": job.eval} if job.path is not None else {}
     return BuildOptions(calibration=calibration, target_options=_stage_options(job, flags, "build"), **slas,
                         **({"timeout_s": timeout} if timeout is not None else {}))
 

@@ -36,6 +36,8 @@ class BuildOptions:
     # the smallest mix that meets its quality floor. None: the target's validation floor.
     sla: object = None
     target_sla: dict = field(default_factory=dict)
+    # The job's eval data: --precision auto searches on the inputs bench will judge (None: the built-in ones).
+    eval_path: Path | None = None
 
     def sla_for(self, target: str):
         return self.target_sla.get(target, self.sla)

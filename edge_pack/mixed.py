@@ -108,6 +108,19 @@ class _Trials:
         return self.seen[promoted]
 
 
+def _inputs(source: SourceModel, options: BuildOptions):
+    """What the search measures on: the job's eval data, else the built-in inputs; that is, what bench judges
+    the mix on (the build's own validation takes only the first few)."""
+    from .evalset import Preprocessor, make_evalset
+    from .measure import reference_vectors
+    from .source import input_specs
+
+    pre = Preprocessor(source.task, source.support_dir, input_specs(source))
+    evalset = make_evalset(pre, options.eval_path, 128, None, embedder=source.task == "feature-extraction")
+    baseline, _ = reference_vectors(source.reference(), source.task, evalset.samples)
+    return evalset, baseline
+
+
 def search(converter: Converter, target: Target, source: SourceModel, validation, options: BuildOptions,
            uniform: list[dict], bar) -> tuple[Built, dict]:
     """The mix to ship and its validation; NotApplicable when no mix is smaller than the smallest uniform
@@ -115,8 +128,8 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
     mixed, name = target.mixed, target.mixed.name(target)
     floor = floor_for(target, options)
     budget = target.option(BUDGET_OPTION, options.target_options)
-    trials = _Trials(converter, target, source.task, validation.evalset, validation.baseline, validation.kind,
-                     floor, options.timeout_s)
+    evalset, baseline = _inputs(source, options)
+    trials = _Trials(converter, target, source.task, evalset, baseline, validation.kind, floor, options.timeout_s)
     layers = converter.layers()
     if not layers:
         raise NotApplicable("no layer whose precision can be set on its own")
@@ -126,7 +139,7 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
     cost = lambda s: by_name[s.layer].bytes[mixed.high] - by_name[s.layer].bytes[mixed.low]  # noqa: E731
     order = [s.layer for s in sorted(ranking, key=lambda s: -s.score / max(cost(s), 1))]
     converter.meta["sensitivity"] = {"precision": mixed.low, "measure": sensitivity.measure_text(ranking, mixed.low),
-                                     "inputs": validation.evalset.origin,
+                                     "inputs": evalset.origin,
                                      "layers": [s.to_json() for s in ranking],
                                      "costliest_per_byte": [s.layer for s in sensitivity.costliest(ranking)]}
     steps: list[Trial] = []
