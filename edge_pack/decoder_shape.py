@@ -81,3 +81,14 @@ def build_key(model_dir: Path, who: str, target: str, precision: str, precisions
     digest = ",".join(f"{p.name}:{file_sha256(p)}" for p in sorted(folder.iterdir())
                       if p.is_file() and p.suffix in (".json", ".safetensors"))
     return {"precision": precision, "prefill": prefill_len, "kv": kv_len, "model": digest}
+
+
+def unfit_decoder(source, who: str) -> str | None:
+    """Why a phone decoder converter (`who`) cannot take this text-generation source, or None."""
+    if source.kind != "hf":
+        return f"{who} take a Hugging Face decoder folder (config.json and safetensors), not a {source.kind} source"
+    try:
+        read_shape(source.path, who)
+    except UserError as exc:
+        return str(exc)
+    return None

@@ -50,6 +50,9 @@ def _extra_columns(rows: list[Row]) -> list[tuple[str, object]]:
         columns.append(("ppl", lambda r: _metric(r, "perplexity")))
     if any("tg_tokens_per_s" in m for m in found):
         columns.append(("pp / tg tok/s", lambda r: f"{_metric(r, 'pp_tokens_per_s')} / {_metric(r, 'tg_tokens_per_s')}"))
+    if any("decode_tokens_per_s" in m for m in found):  # a decoder run through its KV cache (LiteRT, ort)
+        columns.append(("prefill / decode tok/s",
+                        lambda r: f"{_metric(r, 'prefill_tokens_per_s')} / {_metric(r, 'decode_tokens_per_s')}"))
     profiles = next((r.estimates for r in rows if r.estimates), {})
     if profiles:
         def estimate(row):

@@ -14,16 +14,21 @@ stream of a few hundred squares past fp16's range, so those few ops stay fp32.""
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .. import contracts
 from ..cache import cached
+from ..contracts import BuildOptions, Built
 from ..decoder_shape import DecoderShape, build_key, read_shape
-from ..errors import ConversionError
+from ..errors import ConversionError, NotApplicable, UserError
+from ..files import copy_into, safe_stem
 from ..quiet import captured
+from ..source import SourceModel
 from .ios import fits_fp16, select_weights
 
 WHO = "edge-pack's Core ML decoder"
@@ -188,3 +193,40 @@ def package_size(package: Path) -> int:
     return sum(p.stat().st_size for p in Path(package).rglob("*") if p.is_file())
 
 
+
+
+STATE_IOS = 18  # Core ML state (ct.StateType), which holds the KV cache, is an iOS 18 feature
+
+
+def check_min_ios(min_ios: int) -> None:
+    if min_ios < STATE_IOS:
+        raise UserError(f"a decoder's KV cache is Core ML state, which needs iOS {STATE_IOS} or newer, but the "
+                        f"deployment target is iOS {min_ios}; pass --min-ios {STATE_IOS}")
+
+
+class DecoderConverter(contracts.Converter):
+    """The ios converter's half for text-generation sources (ios.Converter hands them here): the stateful
+    fp16 program, compressed by the ios target's recipe of each precision, copied from the cache."""
+
+    def __init__(self, source: SourceModel, target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
+        check_min_ios(target.option("min_ios", options.target_options))
+        self.meta = {"conversion": {"converter": WHO, "state": ["k_cache", "v_cache"], "min_ios": STATE_IOS,
+                                    "prefill_len": PREFILL_LEN, "kv_len": KV_LEN}}
+
+    def support_files(self) -> list[Path]:
+        return copy_into(self.source.support_files, self.dir)
+
+    def convert(self, precision: str) -> Built:
+        if precision not in PRECISIONS:
+            made = ", ".join(p for p in PRECISIONS if p in self.target.precisions)
+            raise NotApplicable(f"the Core ML decoder is an fp16 program (fp16 is its reference), not {precision}; "
+                                f"a decoder is built at {made}")
+        out = self.dir / self.target.precision(precision).file.format(name=safe_stem(self.source.name, "_"))
+        shutil.copytree(convert(self.source.path, precision), out)
+        recipe = {"tool": f"coremltools {importlib.metadata.version('coremltools')}", "min_ios": STATE_IOS,
+                  "compute": "fp16 (RMSNorm statistics fp32)", "state": "KV cache (ct.StateType)",
+                  "prefill_len": PREFILL_LEN, "kv_len": KV_LEN,
+                  **({"compress": dict(self.target.precision(precision).settings["compress"])}
+                     if precision != "fp16" else {})}
+        return Built(sorted(p for p in out.rglob("*") if p.is_file()), recipe)

@@ -37,6 +37,22 @@ class Converter(contracts.Converter):
     RECIPE = ("compute",)
     SETTINGS = ("compress", "quantize_embeddings", "min_ios")
 
+    def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        if source.task == "text-generation":  # a decoder with its KV cache as state: coreml_decoder.py
+            from .coreml_decoder import DecoderConverter
+
+            return DecoderConverter(source, target, folder, options)
+        return super().__new__(cls)
+
+    @classmethod
+    def unsupported(cls, source: SourceModel) -> str | None:
+        if source.task == "text-generation":
+            from .coreml_decoder import WHO
+            from ..decoder_shape import unfit_decoder
+
+            return unfit_decoder(source, WHO)
+        return None
+
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)
         self.min_ios = target.option("min_ios", options.target_options)
@@ -52,6 +68,10 @@ class Converter(contracts.Converter):
     def check(cls, source: SourceModel, target: Target, precisions: list[str], options: BuildOptions) -> None:
         """Refuse, before any work, a deployment target we do not offer or a precision it cannot run."""
         min_ios = target.option("min_ios", options.target_options)
+        if source.task == "text-generation":
+            from .coreml_decoder import check_min_ios
+
+            check_min_ios(min_ios)
         for name in precisions:
             needs = target.precision(name).settings.get("min_ios", target.options["min_ios"].default)
             if needs > min_ios:

@@ -13,10 +13,14 @@ import sys
 import types
 from pathlib import Path
 
+from .. import contracts
 from ..cache import cached
+from ..contracts import BuildOptions, Built
 from ..decoder_shape import DecoderShape, build_key, read_shape
-from ..errors import ConversionError, UserError
+from ..errors import ConversionError, NotApplicable, UserError
+from ..files import copy_into
 from ..quiet import captured
+from ..source import SourceModel
 
 WHO = "litert-torch's generative builders"
 # edge-pack's precision → litert-torch's quantization recipe (converter.QuantizationName).
@@ -137,3 +141,28 @@ def litertlm_bundle(tflite: Path, model_dir: Path, out: Path, kv_len: int = KV_L
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+class DecoderConverter(contracts.Converter):
+    """The android converter's half for text-generation sources (android.Converter hands them here): each
+    precision is litert-torch's own recipe of that name, copied from the cache to the target's file."""
+
+    def __init__(self, source: SourceModel, target, folder: Path, options: BuildOptions):
+        super().__init__(source, target, folder, options)
+        self.meta = {"conversion": {"converter": f"litert-torch generative ({WHO})", "signatures":
+                                    [f"prefill_{PREFILL_LEN}", "decode"], "kv_len": KV_LEN}}
+
+    def support_files(self) -> list[Path]:
+        return copy_into(self.source.support_files, self.dir)
+
+    def convert(self, precision: str) -> Built:
+        if precision not in RECIPES:
+            made = ", ".join(p for p in RECIPES if p in self.target.precisions)
+            raise NotApplicable(f"litert-torch has no decoder recipe for {precision}; a decoder is built at {made}")
+        out = self.dir / self.target.precision(precision).file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(convert(self.source.path, precision), out)
+        return Built([out], {"file": out.name, "method": "litert_torch.generative converter.convert_to_tflite",
+                             "quantize": RECIPES[precision], "prefill_len": PREFILL_LEN, "kv_len": KV_LEN,
+                             "litert-torch": importlib.metadata.version("litert-torch")})
+

@@ -4,6 +4,7 @@ elsewhere the package runs in the emulator, and the results name the emulator as
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import RunOptions, RunResult, coreml_emulator
@@ -15,7 +16,14 @@ def here() -> str | None:
     return None if sys.platform == "darwin" else "macOS only — the emulator measures here (no device latency)"
 
 
-def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions,
+        asks=None) -> RunResult:
+    if options.task == "text-generation":  # the stateful program (KV cache as Core ML state): coreml_decoder.py
+        from . import coreml_decoder
+
+        backend = {"backend": "coreml"} if sys.platform == "darwin" else {}
+        return coreml_decoder.run(files, samples, latency_input if options.runs else None,
+                                  replace(options, extra={**options.extra, **backend}), asks=asks)
     if sys.platform != "darwin":
         return coreml_emulator.run(files, samples, latency_input, options)
     return run_harness("ios/run.py", coreml_emulator.package_root(files), samples, latency_input, options,

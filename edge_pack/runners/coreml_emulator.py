@@ -18,6 +18,11 @@ def package_root(files: list[Path]) -> Path:
     raise ValueError(f"{path} is not inside an .mlpackage")
 
 
-def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions) -> RunResult:
+def run(files: list[Path], samples: list[dict], latency_input: dict | None, options: RunOptions,
+        asks=None) -> RunResult:
+    if options.task == "text-generation":  # the stateful decoder program: coreml_decoder.py, emulated
+        from . import coreml_decoder
+
+        return coreml_decoder.run(files, samples, None, options, asks=asks)
     return run_harness("ios/emulate.py", package_root(files), samples, latency_input, options,
                        extra={"fp32": bool(options.extra.get("fp32", False))})
