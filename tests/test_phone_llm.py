@@ -168,3 +168,68 @@ def test_unsupported_architecture_is_a_clear_error(tiny_llama, tmp_path):
     with pytest.raises(UserError, match="GPT2LMHeadModel is not supported by edge-pack's Core ML decoder"):
         coreml_decoder.convert(folder, "int8")
     shutil.rmtree(folder)
+
+
+# ------------------------------------------------------------------ through the CLI: build, validate, bench
+
+# Rows the tiny Llama answers (tests/test_task_bench.py has more): task accuracy reaches the phone runners
+# through their asks.
+TASK_ROWS = [{"id": "import", "prompt": "import os\nimport", "choices": ["sys", "xyzzy"], "answer": "sys"},
+             {"id": "init", "prompt": "def __init__(self", "answer": "self", "score": "contains"}]
+
+
+def _build_and_bench(tiny_llama, tmp_path, target: str, precisions, *flags):
+    from conftest import edge_pack as run_cli
+
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps(row) + "\n" for row in TASK_ROWS))
+    out = tmp_path / "bundle"
+    args = [a for p in precisions for a in ("-p", p)]
+    built = run_cli("build", tiny_llama, "--target", target, *args, *flags, "-o", out)
+    assert built.code == 0, built.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    bench = run_cli("bench", out, "--eval", tasks, "--max-new-tokens", 8, "--runs", 2, "--warmup", 0)
+    assert bench.code == 0, bench.stderr
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["precision"]: r for r in results["rows"] if r["target"] == target and r["error"] is None}
+    baseline = [s["output"] for s in results["targets"][target]["baseline"]["samples"]]
+    return manifest, rows, baseline
+
+
+def test_android_build_and_bench_of_a_decoder(tiny_llama, tmp_path):
+    """`build --target android` hands a decoder to litert-torch's generative converter and validates each
+    file through its prefill/decode signatures against torch; full-integer int8 has no decoder recipe and is
+    skipped with the reason; bench measures next-token fidelity, speed and task accuracy on LiteRT."""
+    manifest, rows, baseline = _build_and_bench(tiny_llama, tmp_path, "android", ["fp32", "dynamic-int8", "int8"])
+    built = {a["precision"]: a for a in manifest["artifacts"]}
+    assert set(built) == {"fp32", "dynamic-int8"}
+    assert built["fp32"]["validation"]["max_abs"] < 1e-3 and built["fp32"]["validation"]["positions"] > 100
+    assert built["dynamic-int8"]["bytes"] < 0.4 * built["fp32"]["bytes"]
+    assert built["dynamic-int8"]["recipe"]["quantize"] == "dynamic_int8"
+    skipped = {r["precision"]: r for r in manifest["rejected"]}
+    assert skipped["int8"]["status"] == "skipped" and "no decoder recipe for int8" in skipped["int8"]["reason"]
+    assert set(rows) == {"fp32", "dynamic-int8"}
+    assert rows["fp32"]["metrics"]["same_top1"] == 1.0
+    assert rows["dynamic-int8"]["metrics"]["same_top1"] >= 0.95
+    assert rows["dynamic-int8"]["metrics"]["decode_tokens_per_s"] > 0
+    assert rows["fp32"]["quality"]["name"] == "task accuracy"
+    assert [s["output"] for s in rows["fp32"]["samples"]] == baseline  # torch's greedy answers, through the cache
+
+
+def test_ios_build_and_bench_of_a_decoder(tiny_llama, tmp_path):
+    """`build --target ios` makes the stateful iOS 18 program (refused below --min-ios 18), validated in the
+    emulator through its state against torch; fp32 is not a decoder precision here and is skipped."""
+    from conftest import assert_one_line_error, edge_pack as run_cli
+
+    refused = run_cli("build", tiny_llama, "--target", "ios", "-p", "int8", "-o", tmp_path / "refused")
+    assert_one_line_error(refused, 2, "Core ML state", "--min-ios 18")
+    assert not (tmp_path / "refused" / "manifest.json").exists()
+    manifest, rows, baseline = _build_and_bench(tiny_llama, tmp_path, "ios", ["fp32", "fp16", "int8"],
+                                                "--min-ios", "18")
+    built = {a["precision"]: a for a in manifest["artifacts"]}
+    assert set(built) == {"fp16", "int8"}
+    assert built["int8"]["bytes"] < 0.6 * built["fp16"]["bytes"]
+    assert {r["precision"]: r["status"] for r in manifest["rejected"]} == {"fp32": "skipped"}
+    assert rows["fp16"]["metrics"]["same_top1"] >= 0.99 and rows["int8"]["metrics"]["same_top1"] >= 0.95
+    assert rows["fp16"]["latency_note"] == "emulated — no device latency"
+    assert [s["output"] for s in rows["fp16"]["samples"]] == baseline
