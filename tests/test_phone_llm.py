@@ -217,19 +217,19 @@ def test_android_build_and_bench_of_a_decoder(tiny_llama, tmp_path):
 
 
 def test_ios_build_and_bench_of_a_decoder(tiny_llama, tmp_path):
-    """`build --target ios` makes the stateful iOS 18 program (refused below --min-ios 18), validated in the
-    emulator through its state against torch; fp32 is not a decoder precision here and is skipped."""
+    """`build --target ios` makes the stateful iOS 18 program (an older --min-ios is refused), validated in
+    the emulator through its state against torch; fp32 is not a decoder precision here and is skipped."""
     from conftest import assert_one_line_error, edge_pack as run_cli
 
-    refused = run_cli("build", tiny_llama, "--target", "ios", "-p", "int8", "-o", tmp_path / "refused")
+    refused = run_cli("build", tiny_llama, "--target", "ios", "-p", "int8", "--min-ios", "16", "-o", tmp_path / "no")
     assert_one_line_error(refused, 2, "Core ML state", "--min-ios 18")
-    assert not (tmp_path / "refused" / "manifest.json").exists()
-    manifest, rows, baseline = _build_and_bench(tiny_llama, tmp_path, "ios", ["fp32", "fp16", "int8"],
-                                                "--min-ios", "18")
+    assert not (tmp_path / "no" / "manifest.json").exists()
+    manifest, rows, baseline = _build_and_bench(tiny_llama, tmp_path, "ios", ["fp32", "fp16", "int8"])
     built = {a["precision"]: a for a in manifest["artifacts"]}
     assert set(built) == {"fp16", "int8"}
     assert built["int8"]["bytes"] < 0.6 * built["fp16"]["bytes"]
     assert {r["precision"]: r["status"] for r in manifest["rejected"]} == {"fp32": "skipped"}
+    assert built["int8"]["recipe"]["min_ios"] == 18
     assert rows["fp16"]["metrics"]["same_top1"] >= 0.99 and rows["int8"]["metrics"]["same_top1"] >= 0.95
     assert rows["fp16"]["latency_note"] == "emulated — no device latency"
     assert [s["output"] for s in rows["fp16"]["samples"]] == baseline

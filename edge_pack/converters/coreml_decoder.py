@@ -198,8 +198,10 @@ def package_size(package: Path) -> int:
 STATE_IOS = 18  # Core ML state (ct.StateType), which holds the KV cache, is an iOS 18 feature
 
 
-def check_min_ios(min_ios: int) -> None:
-    if min_ios < STATE_IOS:
+def check_min_ios(min_ios: int | None) -> None:
+    """A decoder runs on iOS 18 and newer: unless told otherwise, that is its deployment target (the ios
+    target's default, 16, is the encoders'); an older one asked for is refused."""
+    if min_ios is not None and min_ios < STATE_IOS:
         raise UserError(f"a decoder's KV cache is Core ML state, which needs iOS {STATE_IOS} or newer, but the "
                         f"deployment target is iOS {min_ios}; pass --min-ios {STATE_IOS}")
 
@@ -210,7 +212,7 @@ class DecoderConverter(contracts.Converter):
 
     def __init__(self, source: SourceModel, target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)
-        check_min_ios(target.option("min_ios", options.target_options))
+        check_min_ios(options.target_options.get("min_ios"))
         self.meta = {"conversion": {"converter": WHO, "state": ["k_cache", "v_cache"], "min_ios": STATE_IOS,
                                     "prefill_len": PREFILL_LEN, "kv_len": KV_LEN}}
 

@@ -71,7 +71,8 @@ class Converter(contracts.Converter):
         if source.task == "text-generation":
             from .coreml_decoder import check_min_ios
 
-            check_min_ios(min_ios)
+            check_min_ios(options.target_options.get("min_ios"))
+            return
         for name in precisions:
             needs = target.precision(name).settings.get("min_ios", target.options["min_ios"].default)
             if needs > min_ios:
