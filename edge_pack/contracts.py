@@ -87,6 +87,22 @@ class Converter(ABC):
     # whose TOML has a [mixed] table needs one.
     PER_LAYER: ClassVar[bool] = False
     makers: ClassVar[dict[str, str]] = {}  # precision -> method name, collected from @makes
+    # "module:Class" of the converter that takes this target's text-generation sources (a decoder with its
+    # KV cache is another program than an encoder): constructing this converter for one gives that one.
+    DECODER: ClassVar[str | None] = None
+
+    def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
+        decoder = cls.decoder_for(source)
+        if decoder is not None:
+            return decoder(source, target, folder, options)
+        return super().__new__(cls)
+
+    @classmethod
+    def decoder_for(cls, source: SourceModel) -> type[Converter] | None:
+        if cls.DECODER is None or source.task != "text-generation":
+            return None
+        module, name = cls.DECODER.split(":")
+        return getattr(importlib.import_module(module), name)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -101,7 +117,8 @@ class Converter(ABC):
     @classmethod
     def unsupported(cls, source: SourceModel) -> str | None:
         """Why this target cannot build the model at all (the pipeline skips or refuses it), or None."""
-        return None
+        decoder = cls.decoder_for(source)
+        return decoder.unsupported(source) if decoder is not None else None
 
     @classmethod
     def unmixable(cls, source: SourceModel) -> str | None:

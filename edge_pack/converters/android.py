@@ -40,21 +40,7 @@ CALIBRATION_HINT = ("pass --calibration FILE (JSONL/CSV rows, a folder of images
 
 
 class Converter(contracts.Converter):
-    def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
-        if source.task == "text-generation":  # a decoder with its KV cache: litert_decoder.py
-            from .litert_decoder import DecoderConverter
-
-            return DecoderConverter(source, target, folder, options)
-        return super().__new__(cls)
-
-    @classmethod
-    def unsupported(cls, source: SourceModel) -> str | None:
-        if source.task == "text-generation":
-            from ..decoder_shape import unfit_decoder
-            from .litert_decoder import WHO
-
-            return unfit_decoder(source, WHO)
-        return None
+    DECODER = "edge_pack.converters.litert_decoder:DecoderConverter"  # litert-torch generative, KV cache
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)

@@ -24,7 +24,7 @@ from torch import nn
 from .. import contracts
 from ..cache import cached
 from ..contracts import BuildOptions, Built
-from ..decoder_shape import DecoderShape, build_key, read_shape
+from ..decoder_shape import DecoderShape, build_key, read_shape, unfit_decoder
 from ..errors import ConversionError, NotApplicable, UserError
 from ..files import copy_into, safe_stem
 from ..quiet import captured
@@ -209,6 +209,10 @@ def check_min_ios(min_ios: int | None) -> None:
 class DecoderConverter(contracts.Converter):
     """The ios converter's half for text-generation sources (ios.Converter hands them here): the stateful
     fp16 program, compressed by the ios target's recipe of each precision, copied from the cache."""
+
+    @classmethod
+    def unsupported(cls, source: SourceModel) -> str | None:
+        return unfit_decoder(source, WHO)
 
     def __init__(self, source: SourceModel, target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)

@@ -32,26 +32,11 @@ EMBEDDING_USES = {("gather", "x")}
 
 
 class Converter(contracts.Converter):
+    DECODER = "edge_pack.converters.coreml_decoder:DecoderConverter"  # KV cache as Core ML state
     # A precision is made from its table: compute (the ML program's float type), and optionally compress
     # (a coremltools compression recipe), quantize_embeddings and min_ios (the oldest iOS that runs it).
     RECIPE = ("compute",)
     SETTINGS = ("compress", "quantize_embeddings", "min_ios")
-
-    def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
-        if source.task == "text-generation":  # a decoder with its KV cache as state: coreml_decoder.py
-            from .coreml_decoder import DecoderConverter
-
-            return DecoderConverter(source, target, folder, options)
-        return super().__new__(cls)
-
-    @classmethod
-    def unsupported(cls, source: SourceModel) -> str | None:
-        if source.task == "text-generation":
-            from .coreml_decoder import WHO
-            from ..decoder_shape import unfit_decoder
-
-            return unfit_decoder(source, WHO)
-        return None
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import contracts
 from ..cache import cached
 from ..contracts import BuildOptions, Built
-from ..decoder_shape import DecoderShape, build_key, read_shape
+from ..decoder_shape import DecoderShape, build_key, read_shape, unfit_decoder
 from ..errors import ConversionError, NotApplicable, UserError
 from ..files import copy_into
 from ..quiet import captured
@@ -146,6 +146,10 @@ def litertlm_bundle(tflite: Path, model_dir: Path, out: Path, kv_len: int = KV_L
 class DecoderConverter(contracts.Converter):
     """The android converter's half for text-generation sources (android.Converter hands them here): each
     precision is litert-torch's own recipe of that name, copied from the cache to the target's file."""
+
+    @classmethod
+    def unsupported(cls, source: SourceModel) -> str | None:
+        return unfit_decoder(source, WHO)
 
     def __init__(self, source: SourceModel, target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)

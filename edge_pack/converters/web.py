@@ -36,14 +36,8 @@ def _save(model, out: Path) -> None:
 
 
 class Converter(contracts.Converter):
+    DECODER = "edge_pack.converters.web_decoder:DecoderConverter"  # with its KV cache
     PER_LAYER = True  # web_layers.py: MatMuls and the embedding table one by one
-
-    def __new__(cls, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
-        if source.task == "text-generation":  # a decoder with its KV cache: web_decoder.py
-            from .web_decoder import DecoderConverter
-
-            return DecoderConverter(source, target, folder, options)
-        return super().__new__(cls)
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)
