@@ -2,18 +2,13 @@
 // The request (written by edge_pack/runners/node.py) names the model, the inputs and where the npm
 // packages are; the result JSON goes where the request says.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 
+import { localTransformers } from './local_transformers.mjs';
 import { measure } from './measure.mjs';
 
 async function main() {
     const request = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-    // The npm packages live where `edge-pack setup web` (or `make`) installed them, not beside this file.
-    const tf = createRequire(path.join(request.packages, 'package.json'))('@huggingface/transformers');
-    tf.env.allowRemoteModels = false;
-    tf.env.allowLocalModels = true;
-    tf.env.localModelPath = request.model_root;
+    const tf = localTransformers(request);
     const threads = request.threads;
     // x64quantprecision: exact int8 matmuls on x86 CPUs without VNNI, whose default kernel saturates
     // (harness/ort/run.py says more); without it a q8 model answers wrong on such a host only.

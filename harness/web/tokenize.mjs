@@ -2,15 +2,12 @@
 // the model). Usage: node tokenize.mjs request.json, where the request is {packages, model_root, model_id,
 // texts, result}; the result is {ids: [[...]], pieces: [[...]]}, no special tokens added.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
+
+import { localTransformers } from './local_transformers.mjs';
 
 async function main() {
     const request = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-    const tf = createRequire(path.join(request.packages, 'package.json'))('@huggingface/transformers');
-    tf.env.allowRemoteModels = false;
-    tf.env.allowLocalModels = true;
-    tf.env.localModelPath = request.model_root;
+    const tf = localTransformers(request);
     const tokenizer = await tf.AutoTokenizer.from_pretrained(request.model_id);
     const ids = request.texts.map((text) => Array.from(tokenizer.encode(text, { add_special_tokens: false }), Number));
     const pieces = ids.map((row) => (tokenizer.model?.convert_ids_to_tokens
