@@ -7,10 +7,14 @@ quality floor on the target's runtime.
 3. Promote layers in order of fidelity lost per byte the promotion costs: the shortest such prefix that
    meets the floor, found by bisection (quality rises with every promotion, near enough).
 4. A short greedy pass: demote each promoted layer again, least sensitive first, keeping what still passes.
-Steps 2-4 together build at most `budget` candidates. The floor is the SLA's quality floor on the label-free
+Steps 2-4 together build at most `budget` candidates. When the SLA limits latency (max_latency_ms), each of
+those builds is also timed on the target's runtime and passes only within the limit: on the web, a q4 MatMul
+(MatMulNBits) runs slower than a q8 one (MatMulInteger, what the uniform q8 runs), so promotions buy speed as
+well as fidelity. The floor is the SLA's quality floor on the label-free
 agreement the verdict uses without labels (mean cosine for an embedder, top-1 agreement for a classifier)
 when the job has an SLA, else the target's validation floor. The mix is then validated like every other
-precision, and bench measures it like every other row."""
+precision, and bench measures it like every other row. Whether the mix beats the uniform candidates built
+beside it is said in the target's manifest entry (`mixed.outcome`); when it does not, it is not shipped."""
 from __future__ import annotations
 
 import tempfile
@@ -27,6 +31,7 @@ from .source import SourceModel
 from .targets import AUTO, Target
 
 BUDGET_OPTION = "budget"
+LATENCY_RUNS = 10  # timed runs per search build when the SLA limits latency (the p50 of these)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Trial:
     found: dict
     quality: float
     passed: bool
+    p50_ms: float | None = None  # measured only when the SLA limits latency
 
 
 @dataclass
@@ -88,23 +94,30 @@ class _Trials:
     kind: str
     floor: Floor
     timeout_s: float | None
+    max_latency_ms: float | None = None  # the SLA's latency limit, when it has one
     seen: dict = field(default_factory=dict)
 
-    def fidelity(self, levels: dict[str, str]) -> tuple[dict, int]:
+    def fidelity(self, levels: dict[str, str], timed: bool = False) -> tuple[dict, int, float | None]:
+        """The build's fidelity to fp32, its size, and (timed) its p50 latency on the target's runtime."""
         with tempfile.TemporaryDirectory(prefix="mix-") as tmp:
             built = self.converter.convert_layers(levels, Path(tmp) / f"trial{Path(self.target.mixed.file).suffix}")
             size = sum(p.stat().st_size for p in built.files)
-            options = RunOptions(warmup=0, runs=0, **({"timeout_s": self.timeout_s} if self.timeout_s else {}))
-            _, vectors = run_artifact(self.target.runtime, built.files, self.task, self.evalset, options)
-        return metrics.fidelity(self.kind, vectors, self.baseline), size
+            options = RunOptions(threads=self.target.threads, warmup=2 if timed else 0, runs=LATENCY_RUNS if timed else 0,
+                                 **({"timeout_s": self.timeout_s} if self.timeout_s else {}))
+            result, vectors = run_artifact(self.target.runtime, built.files, self.task, self.evalset, options)
+        p50 = metrics.percentile(result.latency_ms, 50) if timed else None
+        return metrics.fidelity(self.kind, vectors, self.baseline), size, p50
 
     def mix(self, layers: list[Layer], promoted: frozenset) -> Trial:
         if promoted not in self.seen:
             mixed = self.target.mixed
-            found, size = self.fidelity({l.name: mixed.high if l.name in promoted else mixed.low for l in layers})
+            timed = self.max_latency_ms is not None
+            found, size, p50 = self.fidelity({l.name: mixed.high if l.name in promoted else mixed.low for l in layers},
+                                             timed)
             _, quality = self.floor.quality(self.kind, found)
-            passed = quality >= self.floor.value and found["cosine_min"] >= self.target.mixed_precision().min_cosine
-            self.seen[promoted] = Trial(promoted, size, found, quality, passed)
+            passed = (quality >= self.floor.value and found["cosine_min"] >= self.target.mixed_precision().min_cosine
+                      and (p50 is None or p50 <= self.max_latency_ms))
+            self.seen[promoted] = Trial(promoted, size, found, quality, passed, p50)
         return self.seen[promoted]
 
 
@@ -129,7 +142,9 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
     floor = floor_for(target, options)
     budget = target.option(BUDGET_OPTION, options.target_options)
     evalset, baseline = _inputs(source, options)
-    trials = _Trials(converter, target, source.task, evalset, baseline, validation.kind, floor, options.timeout_s)
+    sla = options.sla_for(target.name)
+    trials = _Trials(converter, target, source.task, evalset, baseline, validation.kind, floor, options.timeout_s,
+                     getattr(sla, "max_latency_ms", None))
     layers = converter.layers()
     if not layers:
         raise NotApplicable("no layer whose precision can be set on its own")
@@ -169,18 +184,17 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
             if trial(fewer).passed:
                 promoted.remove(layer)
         best = trials.seen[frozenset(promoted)]
-    record = [{"promoted": len(t.promoted), "bytes": t.bytes, "quality": t.quality, "passed": t.passed}
-              for t in steps]
+    record = [{"promoted": len(t.promoted), "bytes": t.bytes, "quality": t.quality, "passed": t.passed,
+               **({"p50_ms": t.p50_ms} if t.p50_ms is not None else {})} for t in steps]
+    limits = floor.text + (f" within p50 {trials.max_latency_ms:g} ms" if trials.max_latency_ms is not None else "")
+    outcome = _outcome(name, best, uniform, floor, validation.kind, limits, budget)
+    converter.meta["mixed"] = {**outcome, "builds": record}
     if best is None:
-        tried = "; ".join(f"{r['promoted']} at {mixed.high}: {r['quality']:.4f}" for r in record)
-        raise ConversionError(f"no mix of {mixed.low} and {mixed.high} met {floor.text} within {budget} builds "
-                              f"({tried})")
-    cheaper = [a for a in uniform if a.get("validation") and floor.quality(validation.kind, a["validation"])[1]
-               >= floor.value and a["bytes"] <= best.bytes]
-    if cheaper:
-        smallest = min(cheaper, key=lambda a: a["bytes"])
-        raise NotApplicable(f"nothing smaller than {smallest['precision']} ({smallest['bytes'] / 1e6:.1f} MB) meets "
-                            f"{floor.text}: the smallest passing mix is {best.bytes / 1e6:.1f} MB")
+        tried = "; ".join(f"{r['promoted']} at {mixed.high}: {r['quality']:.4f}"
+                          + (f", p50 {r['p50_ms']:.1f} ms" if "p50_ms" in r else "") for r in record)
+        raise ConversionError(f"{outcome['statement']} ({tried})")
+    if outcome["outcome"] == NOT_SMALLER:
+        raise NotApplicable(outcome["statement"])
     levels = {l.name: mixed.high if l.name in best.promoted else mixed.low for l in layers}
     built = converter.convert_layers(levels)
     check = validate(target.runtime, built.files, target.mixed_precision(), source.task, validation.evalset,
@@ -189,3 +203,31 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
                                          "budget": budget, "builds": record},
               "promoted": [l for l in order if l in best.promoted]}
     return Built(built.files, recipe), check
+
+
+SMALLER, NOT_SMALLER, NONE_PASSED = "smaller", "not smaller than a uniform candidate", "no mix passed"
+
+
+def _outcome(name: str, best: Trial | None, uniform: list[dict], floor: Floor, kind: str, limits: str,
+             budget: int) -> dict:
+    """What the search found, said in one sentence (the manifest's mixed.statement, and the build's message
+    when the mix is not shipped): a mix smaller than every uniform candidate built beside it that meets the
+    floor, nothing smaller than the best of them, or no mix that passes at all."""
+    if best is None:
+        return {"outcome": NONE_PASSED, "statement": f"no mix met {limits} within {budget} builds"}
+    passing = [a for a in uniform if a.get("validation") and floor.quality(kind, a["validation"])[1] >= floor.value]
+    smallest = min(passing, key=lambda a: a["bytes"], default=None)
+    mix = f"{best.bytes / 1e6:.1f} MB"
+    if smallest is not None and smallest["bytes"] <= best.bytes:
+        return {"outcome": NOT_SMALLER, "than": smallest["precision"],
+                "statement": f"nothing smaller than the best uniform candidate, {smallest['precision']} "
+                             f"({smallest['bytes'] / 1e6:.1f} MB), meets {limits}: the smallest passing mix is {mix}"}
+    if smallest is not None:
+        compared = (f"smaller than the best uniform candidate, {smallest['precision']} "
+                    f"({smallest['bytes'] / 1e6:.1f} MB)")
+    elif uniform:
+        compared = f"and no uniform candidate built beside it ({', '.join(a['precision'] for a in uniform)}) does"
+    else:
+        compared = "(no uniform candidate was built beside it to compare with)"
+    return {"outcome": SMALLER, **({"than": smallest["precision"]} if smallest else {}),
+            "statement": f"{name} ({mix}) meets {limits}, {compared}"}

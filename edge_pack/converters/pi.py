@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class Converter(contracts.Converter):
         self.name = safe_stem(source.name)
         self.imatrix_text = target.option("imatrix", options.target_options)
         self._imatrix = None
+        self._types = None  # _layer_types(), once
         self.baseline_type = BASELINE_TYPES.get(str(source.config.get("torch_dtype", "float32")), "f32")
         self.baseline = self._baseline()
 
@@ -103,11 +105,21 @@ class Converter(contracts.Converter):
             recipe = self._quantize(ftype, out)
         return Built([out], {"file": out.name, **recipe, **describe_gguf(out)})
 
-    def _layer_types(self) -> dict[str, str]:
-        from .pi_layers import tensor_type
+    def _layer_types(self) -> dict[str, dict[str, str]]:
+        """Per precision of the [mixed] pair, the type llama.cpp stores each weight tensor in at that uniform
+        precision (read back from a file quantized as convert() makes it): a mix spans the two uniform ones."""
+        from .pi_layers import stored_types
 
-        mixed = self.target.mixed
-        return {p: tensor_type(self.target.precision(p).settings["ftype"]) for p in (mixed.low, mixed.high)}
+        if self._types is None:
+            self._types = {}
+            with tempfile.TemporaryDirectory(prefix="pi-types-") as tmp:
+                for precision in (self.target.mixed.low, self.target.mixed.high):
+                    out = Path(tmp) / f"{precision}.gguf"
+                    with captured():
+                        self._quantize(self.target.precision(precision).settings["ftype"], out)
+                    self._types[precision] = stored_types(out)
+                    out.unlink()
+        return self._types
 
     def layers(self) -> list[contracts.Layer]:
         from .pi_layers import layers
@@ -122,7 +134,9 @@ class Converter(contracts.Converter):
         out = self.dir / spec.file.format(name=self.name) if shipped else out
         low = self.target.precision(self.target.mixed.low).settings["ftype"]
         with captured():
-            recipe = quantize_layers(self.baseline, levels, self._layer_types(), low, out)
+            imatrix = self._importance() if self.imatrix_text else None  # as the uniform candidates use it
+            recipe = quantize_layers(self.baseline, levels, self._layer_types(), low, out,
+                                     imatrix["array"] if imatrix else None)
         return Built([out], {"file": out.name, **recipe, **(describe_gguf(out) if shipped else {})})
 
     # ------------------------------------------------------------------------------------------------------
