@@ -77,7 +77,7 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str
         if AUTO in names:  # a per-layer mix (mixed.py), refused now if it cannot be searched for
             from . import mixed
 
-            mixed.check(source, target, options or BuildOptions())
+            mixed.check(source, target.for_task(source.task), options or BuildOptions())
         if not swept:  # a sweep takes what applies; the converter skips the rest
             converter_for(target).check(source, target, [n for n in names if n != AUTO], options or BuildOptions())
         chosen[target.name] = names
@@ -147,6 +147,7 @@ class Validation:
 def _build_target(source: SourceModel, target: Target, precisions: list[str], work: Path, options: BuildOptions,
                   validation: Validation, bar) -> dict:
     """Export once, then convert and validate each precision; a failed precision is recorded, not fatal."""
+    target = target.for_task(source.task)  # the [mixed] pair for this kind of model
     target_dir = work / target.name
     target_dir.mkdir()
     bar.step(f"{target.name}: exporting")

@@ -91,14 +91,22 @@ class Precision:
 @dataclass(frozen=True)
 class Mixed:
     """A target whose toolchain sets each layer's precision on its own ([mixed] in its TOML): the two
-    precisions `--precision auto` mixes layer by layer, and the file the mix is written to."""
+    precisions `--precision auto` mixes layer by layer, and the file the mix is written to. One pair may not
+    fit every model (a transformer encoder mixes full-integer int8 with float, a CNN int4 with int8):
+    [mixed.tasks.<task>] gives a task its own pair, which Target.for_task() picks."""
     low: str  # every layer starts here...
     high: str  # ...and the sensitive ones are promoted to this
     file: str
+    # The mix's build-time floor; None: the stricter of the pair's (too strict when high is the float one).
+    min_cosine: float | None = None
+    tasks: dict = field(default_factory=dict)  # task -> Mixed
 
     def name(self, target: "Target") -> str:
         bits = lambda p: f"{int(target.precisions[p].bits)}"  # noqa: E731 — q4_k_m's 4.89 reads as 4
         return f"mixed-{bits(self.low)}/{bits(self.high)}"
+
+    def pairs(self) -> list["Mixed"]:
+        return [self, *self.tasks.values()]
 
 
 @dataclass(frozen=True)
@@ -121,15 +129,24 @@ class Target:
     mixed: Mixed | None = None  # None: the toolchain has no per-layer control
 
     def precision(self, name: str) -> Precision:
-        if self.mixed is not None and name == self.mixed.name(self):
-            return self.mixed_precision()
+        for pair in self.mixed.pairs() if self.mixed is not None else []:
+            if name == pair.name(self):
+                return self.mixed_precision(pair)
         return self._precision(name)
 
-    def mixed_precision(self) -> Precision:
-        """The mix as a precision: its file, the low precision's bits and the stricter validation floor."""
-        low, high = self.precisions[self.mixed.low], self.precisions[self.mixed.high]
-        return Precision(name=self.mixed.name(self), file=self.mixed.file, bits=low.bits,
-                         min_cosine=max(low.min_cosine, high.min_cosine))
+    def mixed_precision(self, pair: Mixed | None = None) -> Precision:
+        """The mix as a precision: its file, the low precision's bits and the stricter validation floor
+        (unless [mixed] sets min_cosine)."""
+        pair = pair or self.mixed
+        low, high = self.precisions[pair.low], self.precisions[pair.high]
+        floor = pair.min_cosine if pair.min_cosine is not None else max(low.min_cosine, high.min_cosine)
+        return Precision(name=pair.name(self), file=pair.file, bits=low.bits, min_cosine=floor)
+
+    def for_task(self, task: str) -> "Target":
+        """This target with the [mixed] pair of models of `task` (its own [mixed.tasks.<task>], else the default)."""
+        if self.mixed is None or task not in self.mixed.tasks:
+            return self
+        return replace(self, mixed=self.mixed.tasks[task])
 
     def _precision(self, name: str) -> Precision:
         try:
@@ -193,12 +210,22 @@ def _parse(path: Path) -> Target:
         raise UserError(f"target file {path} is invalid ({exc}); compare it with targets/web.toml") from None
 
 
-def _mixed(path: Path, table: dict | None, precisions: dict[str, Precision]) -> Mixed | None:
+def _mixed(path: Path, table: dict | None, precisions: dict[str, Precision], task: str | None = None) -> Mixed | None:
     if table is None:
         return None
-    if sorted(table) != ["file", "high", "low"] or not all(table[k] in precisions for k in ("low", "high")):
-        raise UserError(f"target file {path}: [mixed] needs low and high (two of its precisions) and file")
-    return Mixed(low=table["low"], high=table["high"], file=table["file"])
+    where = f"[mixed.tasks.{task}]" if task else "[mixed]"
+    allowed = {"low", "high", "file", "min_cosine"} | ({"tasks"} if task is None else set())
+    needed = {"low", "high", "file"}  # a task's pair writes to [mixed]'s file
+    if not needed <= set(table) <= allowed or not all(table[k] in precisions for k in ("low", "high")):
+        raise UserError(f"target file {path}: {where} needs low and high (two of its precisions)"
+                        + (" and file" if task is None else "") + ", optionally min_cosine"
+                        + (" and tasks" if task is None else ""))
+    floor = float(table["min_cosine"]) if "min_cosine" in table else None
+    if task is not None:
+        return Mixed(low=table["low"], high=table["high"], file=table["file"], min_cosine=floor)
+    tasks = {name: _mixed(path, {"file": table["file"], **pair}, precisions, name)
+             for name, pair in table.get("tasks", {}).items()}
+    return Mixed(low=table["low"], high=table["high"], file=table["file"], min_cosine=floor, tasks=tasks)
 
 
 def _options(path: Path, target: str, tables: dict) -> dict[str, Option]:
