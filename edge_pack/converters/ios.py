@@ -37,6 +37,7 @@ class Converter(contracts.Converter):
     # (a coremltools compression recipe), quantize_embeddings and min_ios (the oldest iOS that runs it).
     RECIPE = ("compute",)
     SETTINGS = ("compress", "quantize_embeddings", "min_ios")
+    PER_LAYER = True  # ios_layers.py: each weight const at its own compression (op_name_configs)
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)
@@ -63,6 +64,35 @@ class Converter(contracts.Converter):
             if needs > min_ios:
                 raise UserError(f"ios precision {name} needs iOS {needs} or newer, but the deployment target is "
                                 f"iOS {min_ios}; pass --min-ios {needs}, or choose another precision")
+
+    def _mixed_settings(self) -> dict[str, dict]:
+        mixed = self.target.mixed
+        settings = {p: self.target.precision(p).settings for p in (mixed.low, mixed.high)}
+        needs = max(s.get("min_ios", self.target.options["min_ios"].default) for s in settings.values())
+        if needs > self.min_ios:
+            raise UserError(f"ios --precision auto mixes {mixed.low} and {mixed.high}, which need iOS {needs} or "
+                            f"newer; pass --min-ios {needs}")
+        return settings
+
+    def layers(self) -> list[contracts.Layer]:
+        from .ios_layers import layers
+
+        model = self._converted("fp16")
+        return layers(model, select_weights(model, self.quantize_embeddings), self._mixed_settings())
+
+    def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
+        from .ios_layers import compress_layers
+
+        shipped = out is None
+        out = self.dir / self.target.mixed_precision().file.format(name=safe_stem(self.source.name, "_")) \
+            if shipped else out
+        with captured():
+            model, counts = compress_layers(self._converted("fp16"), levels, self._mixed_settings(), WEIGHT_THRESHOLD)
+            model.save(str(out))
+        recipe = {"tool": f"coremltools {importlib.metadata.version('coremltools')}", "min_ios": self.min_ios,
+                  "compute": "fp16", "method": "per op: OptimizationConfig(op_name_configs) with each precision's "
+                  "compress recipe", "layers": counts, **(describe_package(out) if shipped else {})}
+        return Built(sorted(p for p in out.rglob("*") if p.is_file()), recipe)
 
     def convert(self, precision: str) -> Built:
         if self.source.kind not in ("hf", "torch"):

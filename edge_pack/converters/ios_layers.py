@@ -1,0 +1,48 @@
+"""The ios target layer by layer: each weight const of the converted ML program (the weights of linear, conv
+and matmul ops, by op name) at its own precision, with coremltools' own per-op control:
+OptimizationConfig(op_name_configs={name: OpLinearQuantizerConfig | OpPalettizerConfig}) applied by
+linear_quantize_weights / palettize_weights (coremltools/optimize/coreml/_config.py: "op_name_configs ...
+configure individual ops by name"). Each precision's config is its compress table in targets/ios.toml; consts
+not named stay fp16."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..contracts import Layer
+
+BITS = {"float": 16}
+
+
+def _bits(settings: dict) -> int:
+    recipe = settings.get("compress") or {}
+    return int(recipe.get("nbits") or {"int8": 8, "int4": 4, "uint8": 8, "uint4": 4}.get(recipe.get("dtype"), 16))
+
+
+def layers(model, weights: dict[str, str], settings: dict[str, dict]) -> list[Layer]:
+    """The weight consts `weights` (op name -> kind, from ios.select_weights) with their stored bytes as
+    fp16 and at each precision (`settings`: precision -> its TOML table), estimated from the weight count."""
+    from coremltools.models.utils import _apply_graph_pass
+
+    program = _apply_graph_pass(model, [], return_pymil_prog=True)
+    sizes = {op.name: int(np.prod(op.outputs[0].shape)) for op in program.functions["main"].operations
+             if op.name in weights}
+    return [Layer(name, kind, sizes[name], {"float": 2 * sizes[name],
+                                            **{p: sizes[name] * _bits(s) // 8 for p, s in settings.items()}})
+            for name, kind in weights.items()]
+
+
+def compress_layers(model, levels: dict[str, str], settings: dict[str, dict], threshold: int):
+    """`model` with each named const compressed by its level's compress recipe; returns (model, counts)."""
+    import coremltools.optimize.coreml as cto
+
+    by_method: dict[str, dict] = {}
+    for name, level in levels.items():
+        recipe = dict(settings[level]["compress"])
+        method = recipe.pop("method")
+        make = cto.OpLinearQuantizerConfig if method == "linear" else cto.OpPalettizerConfig
+        by_method.setdefault(method, {})[name] = make(**recipe, weight_threshold=threshold)
+    for method, configs in sorted(by_method.items()):
+        compress = cto.linear_quantize_weights if method == "linear" else cto.palettize_weights
+        model = compress(model, config=cto.OptimizationConfig(op_name_configs=configs))
+    counts = {level: sum(v == level for v in levels.values()) for level in settings}
+    return model, counts
