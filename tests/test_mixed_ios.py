@@ -48,4 +48,4 @@ def test_auto_below_ios_18_is_a_one_line_error(tmp_path):
     (tmp_path / "edge-pack.toml").write_text("[sla]\nmin_accuracy_ratio = 0.99\n")
     run = edge_pack("build", models.digits_classifier(), "-t", "ios", "-p", "auto", "-c", tmp_path / "edge-pack.toml",
                     "-o", tmp_path / "bundle")
-    assert_one_line_error(run, "--min-ios 18")
+    assert_one_line_error(run, 2, "--min-ios 18")
