@@ -48,13 +48,15 @@ class Floor:
 
 def check(source: SourceModel, target: Target, options: BuildOptions) -> None:
     """Refuse `auto` before any work starts: a toolchain without per-layer control, a model its converter
-    cannot mix, a budget under 1, an SLA with no quality limit to search for."""
+    cannot mix, a pair of precisions the build could not make (e.g. an iOS too old for int4), a budget under
+    1, an SLA with no quality limit to search for."""
     if target.mixed is None:
         raise UserError(f"--precision {AUTO}: target {target.name}'s toolchain sets no precision layer by layer "
                         f"(its TOML has no [mixed] table); choose its precisions by name")
     reason = converter_for(target).unmixable(source)
     if reason:
         raise UserError(f"--precision {AUTO} for target {target.name}: {reason}; choose its precisions by name")
+    converter_for(target).check(source, target, [target.mixed.low, target.mixed.high], options)
     budget = target.option(BUDGET_OPTION, options.target_options)
     if not isinstance(budget, int) or budget < 1:
         raise UserError(f"--budget must be at least 1 (the builds --precision {AUTO} may try), not {budget!r}")

@@ -80,10 +80,10 @@ def test_a_mistyped_precision_setting_is_refused_naming_the_valid_ones(tmp_path,
 
 @pytest.mark.bad_input
 def test_a_per_layer_table_for_a_converter_without_per_layer_control_is_refused(tmp_path, topic_classifier):
-    path = tmp_path / "ios-mixed.toml"
-    path.write_text((ROOT / "targets" / "ios.toml").read_text().replace('name = "ios"', 'name = "ios-mixed"')
-                    + '\n[mixed]\nlow = "int4"\nhigh = "int8"\nfile = "model_mixed.mlpackage"\n')
-    run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "ios-mixed", "-o", tmp_path / "out")
+    path = tmp_path / "android-mixed.toml"
+    path.write_text((ROOT / "targets" / "android.toml").read_text().replace('name = "android"', 'name = "android-mixed"')
+                    + '\n[mixed]\nlow = "int4"\nhigh = "dynamic-int8"\nfile = "model_mixed.tflite"\n')
+    run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "android-mixed", "-o", tmp_path / "out")
     assert_one_line_error(run, 2, str(path), "[mixed]", "PER_LAYER")
     assert not (tmp_path / "out").exists()
 

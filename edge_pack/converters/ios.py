@@ -66,13 +66,8 @@ class Converter(contracts.Converter):
                                 f"iOS {min_ios}; pass --min-ios {needs}, or choose another precision")
 
     def _mixed_settings(self) -> dict[str, dict]:
-        mixed = self.target.mixed
-        settings = {p: self.target.precision(p).settings for p in (mixed.low, mixed.high)}
-        needs = max(s.get("min_ios", self.target.options["min_ios"].default) for s in settings.values())
-        if needs > self.min_ios:
-            raise UserError(f"ios --precision auto mixes {mixed.low} and {mixed.high}, which need iOS {needs} or "
-                            f"newer; pass --min-ios {needs}")
-        return settings
+        """The TOML tables of the two precisions a mix combines (check() has refused an iOS too old for them)."""
+        return {p: self.target.precision(p).settings for p in (self.target.mixed.low, self.target.mixed.high)}
 
     def layers(self) -> list[contracts.Layer]:
         from .ios_layers import layers
