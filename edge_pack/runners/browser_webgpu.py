@@ -17,8 +17,6 @@ from ..errors import RunnerError
 from . import RunOptions, RunResult, with_asks
 from . import transformers_js
 
-NAME = "Transformers.js (Chromium, WebGPU)"
-
 
 def missing() -> list[str]:
     return transformers_js.missing(browser=True)
