@@ -73,7 +73,8 @@ class Converter(contracts.Converter):
         from .ios_layers import layers
 
         model = self._converted("fp16")
-        return layers(model, select_weights(model, self.quantize_embeddings), self._mixed_settings())
+        return layers(model, select_weights(model, self.quantize_embeddings),
+                      {p: self.target.precision(p).bits for p in self._mixed_settings()})
 
     def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
         from .ios_layers import compress_layers

@@ -10,24 +10,17 @@ import numpy as np
 
 from ..contracts import Layer
 
-BITS = {"float": 16}
 
-
-def _bits(settings: dict) -> int:
-    recipe = settings.get("compress") or {}
-    return int(recipe.get("nbits") or {"int8": 8, "int4": 4, "uint8": 8, "uint4": 4}.get(recipe.get("dtype"), 16))
-
-
-def layers(model, weights: dict[str, str], settings: dict[str, dict]) -> list[Layer]:
+def layers(model, weights: dict[str, str], bits: dict[str, int]) -> list[Layer]:
     """The weight consts `weights` (op name -> kind, from ios.select_weights) with their stored bytes as
-    fp16 and at each precision (`settings`: precision -> its TOML table), estimated from the weight count."""
+    fp16 and at each precision (`bits`: precision -> its declared bits per weight), estimated from the weight count."""
     from coremltools.models.utils import _apply_graph_pass
 
     program = _apply_graph_pass(model, [], return_pymil_prog=True)
     sizes = {op.name: int(np.prod(op.outputs[0].shape)) for op in program.functions["main"].operations
              if op.name in weights}
     return [Layer(name, kind, sizes[name], {"float": 2 * sizes[name],
-                                            **{p: sizes[name] * _bits(s) // 8 for p, s in settings.items()}})
+                                            **{p: sizes[name] * b // 8 for p, b in bits.items()}})
             for name, kind in weights.items()]
 
 
