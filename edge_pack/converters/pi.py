@@ -72,6 +72,7 @@ class Converter(contracts.Converter):
         self.imatrix_text = target.option("imatrix", options.target_options)
         self._imatrix = None
         self._types = None  # _layer_types(), once
+        self._uniform: dict[str, Path] = {}  # precision -> the file convert() wrote, for _layer_types()
         self.baseline_type = BASELINE_TYPES.get(str(source.config.get("torch_dtype", "float32")), "f32")
         self.baseline = self._baseline()
 
@@ -103,17 +104,22 @@ class Converter(contracts.Converter):
             raise NotApplicable(f"the source's weights are {self.baseline_type}: an F32 file would only be larger")
         else:
             recipe = self._quantize(ftype, out)
+            self._uniform[precision] = out
         return Built([out], {"file": out.name, **recipe, **describe_gguf(out)})
 
     def _layer_types(self) -> dict[str, dict[str, str]]:
         """Per precision of the [mixed] pair, the type llama.cpp stores each weight tensor in at that uniform
-        precision (read back from a file quantized as convert() makes it): a mix spans the two uniform ones."""
+        precision (read back from the file convert() wrote, or quantized the same way): a mix spans the two
+        uniform ones."""
         from .pi_layers import stored_types
 
         if self._types is None:
             self._types = {}
             with tempfile.TemporaryDirectory(prefix="pi-types-") as tmp:
                 for precision in (self.target.mixed.low, self.target.mixed.high):
+                    if self._uniform.get(precision, Path()).is_file():  # already built this run
+                        self._types[precision] = stored_types(self._uniform[precision])
+                        continue
                     out = Path(tmp) / f"{precision}.gguf"
                     with captured():
                         self._quantize(self.target.precision(precision).settings["ftype"], out)
