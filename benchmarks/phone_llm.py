@@ -46,6 +46,7 @@ def measure(run, files: list[Path], asks, samples, reference, first: int, thread
             "cosine": min(c.cosine for c in checks),
             "same": decoder_check.same_sequence_rate(reference["greedy"], found, first),
             "prefix": float(np.mean([_common_prefix(r, f) for r, f in zip(reference["greedy"], found)])),
+            "prefixes": [_common_prefix(r, f) for r, f in zip(reference["greedy"], found)],
             "ttft_ms": float(np.median(ttft)) if ttft else None, "peak_rss_mb": result.peak_rss_mb,
             "decode_tps": result.metrics.get("decode_tokens_per_s"),
             "prefill_tps": result.metrics.get("prefill_tokens_per_s")}

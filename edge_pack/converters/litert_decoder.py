@@ -155,6 +155,7 @@ class DecoderConverter(contracts.Converter):
         super().__init__(source, target, folder, options)
         self.meta = {"conversion": {"converter": f"litert-torch generative ({WHO})", "signatures":
                                     [f"prefill_{PREFILL_LEN}", "decode"], "kv_len": KV_LEN}}
+        self.built: dict[str, Path] = {}  # precision -> its .tflite, bundled for LiteRT-LM by finish()
 
     def support_files(self) -> list[Path]:
         return copy_into(self.source.support_files, self.dir)
@@ -166,7 +167,26 @@ class DecoderConverter(contracts.Converter):
         out = self.dir / self.target.precision(precision).file
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(convert(self.source.path, precision), out)
+        self.built[precision] = out
         return Built([out], {"file": out.name, "method": "litert_torch.generative converter.convert_to_tflite",
                              "quantize": RECIPES[precision], "prefill_len": PREFILL_LEN, "kv_len": KV_LEN,
                              "litert-torch": importlib.metadata.version("litert-torch")})
 
+    def finish(self) -> list[Path]:
+        """Each precision's .litertlm beside its .tflite: the same model with the tokenizer and start/stop
+        tokens inside, the one file LiteRT-LM loads on a phone. A support file, not the precision's size
+        (it holds the .tflite again); the manifest's `litertlm` table says which model each one holds."""
+        bundles, made = [], {}
+        for precision, tflite in self.built.items():
+            out = tflite.with_suffix(".litertlm")
+            try:
+                litertlm_bundle(tflite, self.source.path, out)
+            except UserError as exc:  # no builder or no tokenizer.json: the .tflite still ships
+                self.meta["litertlm"] = {"not written": str(exc)}
+                return bundles
+            bundles.append(out)
+            made[out.name] = {"precision": precision, "holds": f"{tflite.name} + tokenizer.json + start/stop tokens",
+                              "for": "LiteRT-LM (a copy of the .tflite with its tokenizer; not counted as the model's size)"}
+        if made:
+            self.meta["litertlm"] = made
+        return bundles
