@@ -41,6 +41,7 @@ CALIBRATION_HINT = ("pass --calibration FILE (JSONL/CSV rows, a folder of images
 
 class Converter(contracts.Converter):
     DECODER = "edge_pack.converters.litert_decoder:DecoderConverter"  # litert-torch generative, KV cache
+    PER_LAYER = True  # android_layers.py: each torch module's ops at their own precision (ai-edge-quantizer scopes)
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):
         super().__init__(source, target, folder, options)
@@ -147,7 +148,44 @@ class Converter(contracts.Converter):
             raise ConversionError(f"int8 is not full-integer: {', '.join(floats)} still compute in float")
         return {"method": "ai_edge_quantizer recipe static_wi8_ai8 (+ int8 embedding tables)",
                 "weights": "int8 per channel", "activations": "int8, ranges calibrated",
-                "calibration": {k: v for k, v in self.calibration.items() if k != "feeds"}}
+                "calibration": {k: v for k, v in self.calibration.items() if k not in ("feeds", "ranges")}}
+
+    # -------------------------------------------------------------------------------------- per layer
+
+    @classmethod
+    def unmixable(cls, source: SourceModel) -> str | None:
+        if source.task == "text-generation":
+            return "the android target's decoders are quantized whole (litert-torch recipes), not layer by layer"
+        return None
+
+    def layers(self) -> list[contracts.Layer]:
+        from .android_layers import layers
+
+        mixed = self.target.mixed
+        return layers(self.fp32, {p: self.target.precisions[p].bits for p in (mixed.low, mixed.high)})
+
+    def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
+        from .android_layers import calibrate, quantize_layers
+
+        shipped = out is None
+        out = self.dir / self.target.mixed_precision().file if shipped else out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if "int8" in levels.values() and self.calibration is None:
+            raise NotApplicable(f"a mix with full-integer int8 layers needs calibration data; {CALIBRATION_HINT}")
+        with captured():
+            if "int8" in levels.values() and "ranges" not in self.calibration:
+                key = next(iter(_interpreter(self.fp32).get_signature_list()))
+                self.calibration["ranges"] = calibrate(self.fp32, key, self.calibration["feeds"])
+            recipe = quantize_layers(self.fp32, levels, out, (self.calibration or {}).get("ranges"))
+            if not shipped:
+                return Built([out], recipe)
+            io = describe_io(out, self.signature)
+            runtime = runtime_versions(out)
+        self.io[out.name] = io
+        self._write_io()
+        calibration = {k: v for k, v in (self.calibration or {}).items() if k not in ("feeds", "ranges")}
+        return Built([out], {"file": out.relative_to(self.dir).as_posix(), **recipe, "io": io, "runtime": runtime,
+                             **({"calibration": calibration} if "int8" in levels.values() else {})})
 
     # ---------------------------------------------------------------------------------------- helpers
 

@@ -1,0 +1,143 @@
+"""The android target layer by layer: each torch module of the fp32 LiteRT graph (a Linear, a convolution,
+a LayerNorm, an attention block's own ops, an activation...) at its own precision, made with
+ai-edge-quantizer's own per-scope recipe entries: Quantizer.add_static_config / add_dynamic_config /
+add_weight_only_config with a regex on the op's scope (its output tensor name, which litert-torch writes as
+the torch module path the op came from; recipe_manager.get_quantization_configs matches it with
+re.search, the latest matching entry winning). Ops not named stay float.
+
+A layer is the innermost torch module an op's scope names: litert-torch fuses names ("A;;B;1"), and the
+deepest module among the parts is the op's own (a key projection's output names the LayerNorm it reads,
+itself and the query projection beside it).
+
+Per precision, the layer's ops get what the uniform precision gives the whole model (converters/android.py):
+- int8: static int8 weights and activations (calibrated; embedding tables int8 weight-only);
+- int4: 4-bit weights, blocks of 32 for FULLY_CONNECTED / EMBEDDING_LOOKUP (dynamic range), per channel
+  and weight-only for convolutions (LiteRT has no 4-bit dynamic convolution kernel), int8 dynamic elsewhere;
+- dynamic-int8: int8 weights, activations quantized on the fly by the runtime;
+- fp16: float16 weights; fp32: float (no entry)."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from ..contracts import Layer
+
+INT4_BLOCK_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")  # 4-bit blocks of 32 (LiteRT kernels)
+INT4_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")  # 4-bit per channel, dequantized to float at load
+LEVELS = ("int8", "int4", "dynamic-int8", "fp16", "fp32")
+
+
+def _module(part: str) -> str:
+    """A scope part without litert-torch's op counter (";3") and without edge-pack's own wrappers."""
+    path = re.sub(r";\d*$", "", part)
+    return "/".join(s.rsplit(".", 1)[-1] for s in path.split("/") if not s.startswith("edge_pack."))
+
+
+def _owner(scope: str) -> str:
+    parts = [_module(p) for p in scope.split(";;") if p]
+    return max(parts, key=lambda p: p.count("/")) if parts else scope  # max keeps the first of the deepest
+
+
+def _graph(path: Path):
+    """(op type, output name, scope, float weights) per op of the main graph: the scope as the quantizer
+    matches it (tfl_flatbuffer_utils.get_op_scope), weights the elements of its constant float inputs."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    model = tfl_flatbuffer_utils.read_model(str(path))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        kind = names[model.operatorCodes[op.opcodeIndex].builtinCode]
+        output = graph.tensors[op.outputs[0]].name.decode()
+        weights = 0
+        for index in op.inputs:
+            tensor = graph.tensors[index] if index >= 0 else None
+            if tensor is not None and tensor.type == schema.TensorType.FLOAT32 and len(tensor.shape) >= 2 \
+                    and model.buffers[tensor.buffer].data is not None:
+                weights += int(np.prod(tensor.shape))
+        yield kind, output, tfl_flatbuffer_utils.get_op_scope(op, graph.tensors), weights
+
+
+def modules(path: Path) -> dict[str, dict]:
+    """Per layer (module path): its op scopes, op types and float weight count, in graph order."""
+    found: dict[str, dict] = defaultdict(lambda: {"scopes": [], "ops": set(), "weights": 0})
+    for kind, output, scope, weights in _graph(path):
+        entry = found[_owner(output)]
+        entry["scopes"].append(scope)
+        entry["ops"].add(kind)
+        entry["weights"] += weights
+    return dict(found)
+
+
+def layers(path: Path, bits: dict[str, float]) -> list[Layer]:
+    """The layers of the fp32 .tflite at `path`, with their stored bytes as float and at each precision
+    (`bits`: precision -> nominal bits per weight; estimates for ranking, the built file is measured)."""
+    found = []
+    for name, entry in modules(path).items():
+        n = entry["weights"]
+        kind = name.rsplit("/", 1)[-1].split("_", 1)[0].lower()  # the torch module class: linear, layernorm...
+        found.append(Layer(name, kind, n, {"float": 4 * n, **{p: int(n * b / 8) for p, b in bits.items()}}))
+    return found
+
+
+def _regex(scopes: list[str]) -> str:
+    return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
+
+
+def _configure(quantizer, level: str, regex: str) -> None:
+    """The recipe entries that put the ops matching `regex` at `level`."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops, blocks = qtyping.TFLOperationName, qtyping.QuantGranularity.BLOCKWISE_32
+    if level == "int8":
+        quantizer.add_static_config(regex=regex, operation_name=ops.ALL_SUPPORTED, activation_num_bits=8,
+                                    weight_num_bits=8)
+        quantizer.add_weight_only_config(regex=regex, operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
+    elif level == "int4":
+        quantizer.add_dynamic_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
+        for op in INT4_BLOCK_OPS:
+            quantizer.add_dynamic_config(regex=regex, operation_name=getattr(ops, op), num_bits=4, granularity=blocks)
+        for op in INT4_CONV_OPS:
+            quantizer.add_weight_only_config(regex=regex, operation_name=getattr(ops, op), num_bits=4)
+    elif level == "dynamic-int8":
+        quantizer.add_dynamic_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
+    elif level == "fp16":
+        quantizer.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=16,
+                                         algorithm_key=AlgorithmName.FLOAT_CASTING)
+    elif level != "fp32":
+        raise ValueError(f"no per-layer recipe for precision {level!r} (known: {', '.join(LEVELS)})")
+
+
+def calibrate(path: Path, signature: str, feeds: list[dict]) -> dict:
+    """Ranges of every tensor of the fp32 graph, once (static int8 over all ops): each mix reuses them."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    return quantizer.Quantizer(str(path), recipe.static_wi8_ai8()).calibrate({signature: feeds}, num_threads=1)
+
+
+def quantize_layers(path: Path, levels: dict[str, str], out: Path, ranges: dict | None) -> dict:
+    """Write the fp32 .tflite at `path` to `out` with each named layer at its level; returns the recipe.
+    `ranges`: calibrate()'s, needed when a layer is at int8."""
+    from ai_edge_quantizer import quantizer
+
+    found = modules(path)
+    unknown = sorted(set(levels) - set(found))
+    if unknown or set(levels.values()) - set(LEVELS):
+        raise ValueError(f"no such layer or level: {unknown or sorted(set(levels.values()) - set(LEVELS))}")
+    q = quantizer.Quantizer(str(path))
+    for name, level in levels.items():
+        _configure(q, level, _regex(found[name]["scopes"]))
+    static = any(level == "int8" for level in levels.values())
+    if not q.get_quantization_recipe():  # every layer float: the fp32 graph itself
+        out.write_bytes(path.read_bytes())
+    else:
+        result = q.quantize(ranges if static else None, enable_progress_report=False)
+        out.write_bytes(bytes(result.quantized_model))
+    counts = {level: sum(v == level for v in levels.values()) for level in LEVELS}
+    return {"method": "per layer: ai_edge_quantizer recipe entries with a regex on each torch module's op scopes",
+            "layers": {**{k: v for k, v in counts.items() if v and k != "fp32"},
+                       "float": len(found) - sum(counts.values()) + counts["fp32"]}}
