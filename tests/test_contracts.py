@@ -4,6 +4,7 @@ that promises what its code does not make, or a mistyped setting or option, is r
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -80,10 +81,15 @@ def test_a_mistyped_precision_setting_is_refused_naming_the_valid_ones(tmp_path,
 
 @pytest.mark.bad_input
 def test_a_per_layer_table_for_a_converter_without_per_layer_control_is_refused(tmp_path, topic_classifier):
-    path = tmp_path / "android-mixed.toml"
-    path.write_text((ROOT / "targets" / "android.toml").read_text().replace('name = "android"', 'name = "android-mixed"')
-                    + '\n[mixed]\nlow = "int4"\nhigh = "dynamic-int8"\nfile = "model_mixed.tflite"\n')
-    run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "android-mixed", "-o", tmp_path / "out")
+    (tmp_path / "whole").mkdir()  # a converter of one's own that quantizes a model whole
+    (tmp_path / "whole" / "__init__.py").write_text("")
+    (tmp_path / "whole" / "converter.py").write_text(
+        "from edge_pack.converters.web import Converter as Web\n\n\nclass Converter(Web):\n    PER_LAYER = False\n")
+    path = _own_target(tmp_path, '\n[mixed]\nlow = "q4"\nhigh = "q8"\nfile = "onnx/model_mixed.onnx"\n',
+                       name="web-mixed")
+    path.write_text(path.read_text().replace('converter = "web"', 'converter = "whole.converter"'))
+    run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "web-mixed", "-o", tmp_path / "out",
+                    env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
     assert_one_line_error(run, 2, str(path), "[mixed]", "PER_LAYER")
     assert not (tmp_path / "out").exists()
 

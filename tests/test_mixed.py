@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_one_line_error, edge_pack
+from conftest import ROOT, assert_one_line_error, edge_pack
 
 import models
 
@@ -87,8 +87,9 @@ def test_bad_auto_inputs_are_one_line_errors(tmp_path, fragile_embedder):
     none = _job(tmp_path / "none", floor=0)  # min_accuracy_ratio 0, no min_accuracy: no quality limit
     assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "web", "-p", "auto", "-c", none, "-o", out), 2,
                           "quality floor", "min_accuracy_ratio")
-    assert_one_line_error(edge_pack("build", fragile_embedder, "-t", "android", "-p", "auto", "-c", job, "-o", out),
-                          2, "android", "layer by layer")
+    small = ROOT / "examples" / "release-pipeline" / "web-small.toml"  # a user's target: no [mixed] table
+    assert_one_line_error(edge_pack("build", fragile_embedder, "--target-file", small, "-t", "web-small", "-p", "auto",
+                                    "-c", job, "-o", out), 2, "web-small", "layer by layer")
     (tmp_path / "job").mkdir()  # the same through a job's keys: precisions = "auto" and [options] budget
     keys = _job(tmp_path / "job", extra=f'[options]\nbudget = 0\n')
     keys.write_text(f'source = "{fragile_embedder}"\ntargets = ["web"]\nprecisions = "auto"\n' + keys.read_text())
