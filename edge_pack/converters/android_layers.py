@@ -11,27 +11,28 @@ itself and the query projection beside it).
 
 Per precision, the layer's ops get what the uniform precision gives the whole model (converters/android.py):
 - int8: static int8 weights and activations (calibrated; embedding tables int8 weight-only);
-- int4: 4-bit weights, blocks of 32 for FULLY_CONNECTED / EMBEDDING_LOOKUP (dynamic range), per channel
-  and weight-only for convolutions (LiteRT has no 4-bit dynamic convolution kernel), int8 dynamic elsewhere;
+- int4: 4-bit weights where ai-edge-quantizer's policy (default_policy.py, checked through
+  algorithm_manager.check_op_quantization_config) allows them for the op type: blocks of 32 with dynamic range
+  (FULLY_CONNECTED, EMBEDDING_LOOKUP: LiteRT's 4-bit kernels), else per channel weight-only (CONV_2D:
+  dequantized to float at load); int8 dynamic where it allows no 4 bits (DEPTHWISE_CONV_2D);
 - dynamic-int8: int8 weights, activations quantized on the fly by the runtime;
 - fp16: float16 weights; fp32: float (no entry)."""
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 from ..contracts import Layer
 
-INT4_BLOCK_OPS = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")  # 4-bit blocks of 32 (LiteRT kernels)
-INT4_CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")  # 4-bit per channel, dequantized to float at load
 LEVELS = ("int8", "int4", "dynamic-int8", "fp16", "fp32")
 
 
 def _module(part: str) -> str:
     """A scope part without litert-torch's op counter (";3") and without edge-pack's own wrappers."""
     path = re.sub(r";\d*$", "", part)
-    return "/".join(s.rsplit(".", 1)[-1] for s in path.split("/") if not s.startswith("edge_pack."))
+    return "/".join(s.rsplit(".", 1)[-1] for s in path.split("/") if not s.startswith(("edge_pack.", "litert_torch.")))
 
 
 def _owner(scope: str) -> str:
@@ -40,8 +41,9 @@ def _owner(scope: str) -> str:
 
 
 def _graph(path: Path):
-    """(op type, output name, scope, float weights) per op of the main graph: the scope as the quantizer
-    matches it (tfl_flatbuffer_utils.get_op_scope), weights the elements of its constant float inputs."""
+    """(op type, name, scope, float weights) per op of the main graph: the name its weight tensor's or else its
+    output's, the scope as the quantizer matches it (tfl_flatbuffer_utils.get_op_scope), weights the elements
+    of its constant float inputs."""
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils
@@ -51,35 +53,71 @@ def _graph(path: Path):
     graph = model.subgraphs[0]
     for op in graph.operators:
         kind = names[model.operatorCodes[op.opcodeIndex].builtinCode]
-        output = graph.tensors[op.outputs[0]].name.decode()
+        name = graph.tensors[op.outputs[0]].name.decode()
         weights = 0
         for index in op.inputs:
             tensor = graph.tensors[index] if index >= 0 else None
             if tensor is not None and tensor.type == schema.TensorType.FLOAT32 and len(tensor.shape) >= 2 \
                     and model.buffers[tensor.buffer].data is not None:
                 weights += int(np.prod(tensor.shape))
-        yield kind, output, tfl_flatbuffer_utils.get_op_scope(op, graph.tensors), weights
+                # The weight's own name says whose it is where the output's does not (a convolution's fused
+                # ReLU names its output, the graph's last op is named after the signature's output).
+                name = tensor.name.decode() if "/" in tensor.name.decode() else name
+        yield kind, name, tfl_flatbuffer_utils.get_op_scope(op, graph.tensors), weights
 
 
 def modules(path: Path) -> dict[str, dict]:
-    """Per layer (module path): its op scopes, op types and float weight count, in graph order."""
-    found: dict[str, dict] = defaultdict(lambda: {"scopes": [], "ops": set(), "weights": 0})
-    for kind, output, scope, weights in _graph(path):
-        entry = found[_owner(output)]
+    """Per layer (module path): its op scopes, and its float weight count per op type, in graph order."""
+    found: dict[str, dict] = defaultdict(lambda: {"scopes": [], "weights": defaultdict(int)})
+    for kind, name, scope, weights in _graph(path):
+        entry = found[_owner(name)]
         entry["scopes"].append(scope)
-        entry["ops"].add(kind)
-        entry["weights"] += weights
+        entry["weights"][kind] += weights
     return dict(found)
+
+
+@cache
+def four_bits(op: str) -> str | None:
+    """How ai-edge-quantizer's policy lets an op type store 4-bit weights: "blockwise" (dynamic range, blocks
+    of 32), "weight-only" (per channel, float compute), or None (no 4-bit config for it)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    tensor = qtyping.TensorQuantizationConfig
+    tries = {"blockwise": qtyping.OpQuantizationConfig(
+                 weight_tensor_config=tensor(num_bits=4, symmetric=True,
+                                             granularity=qtyping.QuantGranularity.BLOCKWISE_32),
+                 compute_precision=qtyping.ComputePrecision.INTEGER, explicit_dequantize=False),
+             "weight-only": qtyping.OpQuantizationConfig(
+                 weight_tensor_config=tensor(num_bits=4, symmetric=True),
+                 compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True)}
+    for how, config in tries.items():
+        try:
+            algorithm_manager.check_op_quantization_config(algorithm_manager.AlgorithmName.MIN_MAX_UNIFORM_QUANT,
+                                                           qtyping.TFLOperationName(op), config)
+            return how
+        except ValueError:
+            continue
+    return None
+
+
+def _bits(level: str, op: str, nominal: float) -> float:
+    """Bits a weight of `op` is stored in at `level`: int4 is 8 where the policy allows no 4 bits."""
+    return 8 if level == "int4" and four_bits(op) is None else nominal
 
 
 def layers(path: Path, bits: dict[str, float]) -> list[Layer]:
     """The layers of the fp32 .tflite at `path`, with their stored bytes as float and at each precision
-    (`bits`: precision -> nominal bits per weight; estimates for ranking, the built file is measured)."""
+    (`bits`: precision -> nominal bits per weight; estimates for ranking, the built file is measured). Layers
+    without weights (an activation, a LayerNorm's ops) are listed only when a level quantizes activations
+    (int8): at every other level they stay float whatever the mix says."""
     found = []
     for name, entry in modules(path).items():
-        n = entry["weights"]
+        n = sum(entry["weights"].values())
+        if not n and "int8" not in bits:
+            continue
         kind = name.rsplit("/", 1)[-1].split("_", 1)[0].lower()  # the torch module class: linear, layernorm...
-        found.append(Layer(name, kind, n, {"float": 4 * n, **{p: int(n * b / 8) for p, b in bits.items()}}))
+        stored = {p: int(sum(w * _bits(p, op, b) for op, w in entry["weights"].items()) / 8) for p, b in bits.items()}
+        found.append(Layer(name, kind, n, {"float": 4 * n, **stored}))
     return found
 
 
@@ -87,8 +125,9 @@ def _regex(scopes: list[str]) -> str:
     return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
 
 
-def _configure(quantizer, level: str, regex: str) -> None:
-    """The recipe entries that put the ops matching `regex` at `level`."""
+def _configure(quantizer, level: str, regex: str, ops_with_weights) -> None:
+    """The recipe entries that put the ops matching `regex` (their weighted op types `ops_with_weights`) at
+    `level`."""
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
@@ -99,10 +138,11 @@ def _configure(quantizer, level: str, regex: str) -> None:
         quantizer.add_weight_only_config(regex=regex, operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
     elif level == "int4":
         quantizer.add_dynamic_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
-        for op in INT4_BLOCK_OPS:
-            quantizer.add_dynamic_config(regex=regex, operation_name=getattr(ops, op), num_bits=4, granularity=blocks)
-        for op in INT4_CONV_OPS:
-            quantizer.add_weight_only_config(regex=regex, operation_name=getattr(ops, op), num_bits=4)
+        for op in ops_with_weights:
+            if four_bits(op) == "blockwise":
+                quantizer.add_dynamic_config(regex=regex, operation_name=ops(op), num_bits=4, granularity=blocks)
+            elif four_bits(op) == "weight-only":
+                quantizer.add_weight_only_config(regex=regex, operation_name=ops(op), num_bits=4)
     elif level == "dynamic-int8":
         quantizer.add_dynamic_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
     elif level == "fp16":
@@ -130,7 +170,7 @@ def quantize_layers(path: Path, levels: dict[str, str], out: Path, ranges: dict 
         raise ValueError(f"no such layer or level: {unknown or sorted(set(levels.values()) - set(LEVELS))}")
     q = quantizer.Quantizer(str(path))
     for name, level in levels.items():
-        _configure(q, level, _regex(found[name]["scopes"]))
+        _configure(q, level, _regex(found[name]["scopes"]), [op for op, n in found[name]["weights"].items() if n])
     static = any(level == "int8" for level in levels.values())
     if not q.get_quantization_recipe():  # every layer float: the fp32 graph itself
         out.write_bytes(path.read_bytes())
@@ -138,6 +178,9 @@ def quantize_layers(path: Path, levels: dict[str, str], out: Path, ranges: dict 
         result = q.quantize(ranges if static else None, enable_progress_report=False)
         out.write_bytes(bytes(result.quantized_model))
     counts = {level: sum(v == level for v in levels.values()) for level in LEVELS}
+    eight = sorted({op for name, level in levels.items() if level == "int4"
+                    for op, n in found[name]["weights"].items() if n and four_bits(op) is None})
     return {"method": "per layer: ai_edge_quantizer recipe entries with a regex on each torch module's op scopes",
             "layers": {**{k: v for k, v in counts.items() if v and k != "fp32"},
-                       "float": len(found) - sum(counts.values()) + counts["fp32"]}}
+                       "float": len(found) - sum(counts.values()) + counts["fp32"]},
+            **({"int4_kept_at_int8": eight} if eight else {})}  # no 4-bit config in the quantizer's policy

@@ -1,0 +1,118 @@
+"""Mixed precision on LiteRT (issue 18, android): `--precision auto` sets each torch module's ops at its own
+precision with ai-edge-quantizer recipe entries, built, validated on the LiteRT interpreter and benched as a row.
+- the digits CNN (a CNN's pair, int4 with dynamic-int8): its first convolution is a DEPTHWISE_CONV_2D, which
+  the quantizer's policy gives no 4-bit weights, so that op stays int8 while the other convolution and the
+  head store 4 bits (uniform int4 keeps every convolution at int8);
+- the fragile embedder (a text encoder's pair, full-integer int8 with float): every module at int8 misses the
+  floor, the search keeps the modules int8 activations break float and passes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import edge_pack
+
+import models
+
+pytest.importorskip("ai_edge_quantizer", reason="the android toolchain is not installed (pip install 'edge-pack[android]')")
+
+CNN_MIXED, TEXT_MIXED = "mixed-4/8", "mixed-8/32"
+TEXT_FLOOR = 0.99  # between every module at int8 (≈0.98 on the built-in inputs) and every one float (1.0)
+
+
+def _job(folder, floor: float):
+    path = folder / "edge-pack.toml"
+    path.write_text(f"[sla]\nmin_accuracy_ratio = {floor}\n")
+    return path
+
+
+def _weight_types(path) -> dict[str, set[str]]:
+    """Per op type of the file, the types its constant weights are stored in."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    model = tfl_flatbuffer_utils.read_model(str(path))
+    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    graph, found = model.subgraphs[0], {}
+    producers = {o: op for op in graph.operators for o in op.outputs}  # a weight-only weight is DEQUANTIZE'd
+    for op in graph.operators:
+        kind = ops[model.operatorCodes[op.opcodeIndex].builtinCode]
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            index = op.inputs[1]
+            source = producers.get(index)
+            if source is not None:  # DEQUANTIZE of a stored weight
+                index = source.inputs[0]
+            found.setdefault(kind, set()).add(types[graph.tensors[index].type])
+    return found
+
+
+@pytest.fixture(scope="module")
+def cnn_mixed(tmp_path_factory, digits_cnn_dir):
+    tmp = tmp_path_factory.mktemp("mixdroid-cnn")  # fp32: bench compares with it (an entry point is not re-imported)
+    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "fp32", "-p", "int4", "-p", "auto",
+                    "-c", _job(tmp, 0.99), "-o", tmp / "bundle", "--json", cwd=digits_cnn_dir)
+    assert run.code == 0, run.stderr
+    return tmp / "bundle", run.json()
+
+
+@pytest.fixture(scope="module")
+def text_mixed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mixdroid-text")
+    embedder = models.fragile_embedder()
+    run = edge_pack("build", embedder, "-t", "android", "-p", "int8", "-p", "auto", "--calibration",
+                    embedder.parent / "eval.jsonl", "-c", _job(tmp, TEXT_FLOOR), "-o", tmp / "bundle", "--json")
+    assert run.code == 0, run.stderr
+    return tmp / "bundle", run.json()
+
+
+def test_a_cnn_mix_stores_4_bits_where_the_quantizer_allows_them_and_int8_where_not(cnn_mixed):
+    bundle, manifest = cnn_mixed
+    artifacts = {a["precision"]: a for a in manifest["artifacts"]}
+    mixed, int4 = artifacts[CNN_MIXED], artifacts["int4"]
+    ranking = [s["layer"] for s in manifest["targets"]["android"]["sensitivity"]["layers"]]
+    assert {name.rsplit("/", 1)[-1] for name in ranking} == {"Linear_head", "Conv2d_0", "Conv2d_2"}
+    assert mixed["recipe"]["int4_kept_at_int8"] == ["DEPTHWISE_CONV_2D"]
+    assert mixed["recipe"]["layers"]["int4"] == 3 - len(mixed["recipe"]["promoted"])
+    assert _weight_types(bundle / "android" / "model_mixed.tflite") == {
+        "DEPTHWISE_CONV_2D": {"INT8"}, "CONV_2D": {"INT4"}, "FULLY_CONNECTED": {"INT4"}}
+    assert _weight_types(bundle / "android" / "model_int4.tflite")["CONV_2D"] == {"INT8"}
+    assert mixed["bytes"] < int4["bytes"]
+    assert mixed["validation"]["top1_agreement"] >= 0.99
+    assert "model_mixed.tflite" in json.loads((bundle / "android" / "model_io.json").read_text())
+
+
+def test_a_text_mix_keeps_float_what_int8_activations_break_and_passes_where_int8_fails(text_mixed):
+    _, manifest = text_mixed
+    artifacts = {a["precision"]: a for a in manifest["artifacts"]}
+    mixed, int8 = artifacts[TEXT_MIXED], artifacts["int8"]
+    ranking = [s["layer"] for s in manifest["targets"]["android"]["sensitivity"]["layers"]]
+    promoted = mixed["recipe"]["promoted"]
+    builds = mixed["recipe"]["search"]["builds"]
+    assert builds[0]["promoted"] == 0 and not builds[0]["passed"]  # every module at int8 misses the floor
+    assert promoted and set(promoted) <= set(ranking) and len(promoted) < len(ranking) / 2
+    assert ranking[0] in promoted
+    assert mixed["recipe"]["layers"] == {"int8": len(ranking) - len(promoted), "float": len(promoted)}
+    assert int8["validation"]["cosine_mean"] < TEXT_FLOOR <= mixed["validation"]["cosine_mean"]
+    assert mixed["recipe"]["calibration"]["samples"] > 0
+    assert len(builds) <= 12
+
+
+def test_the_mixes_are_benched_as_rows(cnn_mixed, text_mixed):
+    import edge_pack as api
+
+    for (bundle, _), mixed, uniform, verdict in ((cnn_mixed, CNN_MIXED, "int4", "pass"),
+                                                  (text_mixed, TEXT_MIXED, "int8", "fail")):
+        results = api.bench(bundle, runs=1, warmup=0, sla_path=bundle.parent / "edge-pack.toml")
+        rows = {r["precision"]: r for r in results["rows"]}
+        assert rows[mixed]["verdict"]["status"] == "pass", rows[mixed]["verdict"]
+        assert rows[uniform]["verdict"]["status"] == verdict
+        assert rows[mixed]["bits_per_weight"] < 32
+
+
+def test_a_text_mix_without_calibration_is_not_built_and_says_what_to_pass(tmp_path):
+    run = edge_pack("build", models.fragile_embedder(), "-t", "android", "-p", "auto", "-c", _job(tmp_path, 0.99),
+                    "-o", tmp_path / "bundle", "--json")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text()) if run.code == 0 else run.json()
+    (rejected,) = manifest["rejected"]
+    assert rejected["precision"] == TEXT_MIXED and "--calibration" in rejected["reason"], rejected
