@@ -1,0 +1,108 @@
+"""Mixed precision on the android target (LiteRT), side by side with the uniform candidates of the same run:
+- MiniLM (all-MiniLM-L6-v2, the demo model): full-integer int8 layers with the ones int8 activations break left
+  float (the feature-extraction pair of targets/android.toml), beside uniform full-integer int8;
+- EfficientNet-Lite0 (benchmarks/efficientnet_lite0.py): 4-bit weights with the sensitive layers at dynamic
+  int8, beside uniform int4 and dynamic-int8.
+
+Run: .venv/bin/python benchmarks/android_mixed.py [--model minilm cnn] [--minilm-floor 0.98] [--cnn-floor 0.95]
+     [--runs 10] [--budget 12]
+A floor is the SLA's min_accuracy_ratio on label-free agreement with fp32: mean cosine for MiniLM, top-1
+agreement for the CNN. MiniLM is calibrated and judged on examples/demo/eval.jsonl (48 sentences); the CNN on
+crops of scikit-learn's photographs (100 to calibrate, 64 to judge).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def four_bit_share(path: Path) -> float:
+    """Share of the file's weight elements stored at 4 bits."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    model = tfl_flatbuffer_utils.read_model(str(path))
+    weights = [t for g in model.subgraphs for t in g.tensors
+               if len(t.shape) >= 2 and model.buffers[t.buffer].data is not None]
+    total = sum(int(np.prod(t.shape)) for t in weights)
+    return sum(int(np.prod(t.shape)) for t in weights if t.type == schema.TensorType.INT4) / max(total, 1)
+
+
+def run(title: str, source: str, precisions: list[str], floor: float, calibration: Path, eval_path: Path,
+        tmp: Path, args) -> None:
+    import edge_pack
+    from edge_pack.config import load_config
+    from edge_pack.contracts import BuildOptions
+
+    job = tmp / "edge-pack.toml"
+    job.write_text(f"[sla]\nmin_accuracy_ratio = {floor}\n")
+    options = BuildOptions(sla=load_config(job).sla, calibration=calibration, eval_path=eval_path,
+                           target_options={"budget": args.budget})
+    start = time.perf_counter()
+    manifest = edge_pack.build(source, ["android"], [*precisions, "auto"], tmp / "bundle", options=options)
+    build_s = time.perf_counter() - start
+    target = manifest["targets"]["android"]
+    sensitivity = target.get("sensitivity", {})
+    mixed = next((a for a in manifest["artifacts"] if a["precision"].startswith("mixed")), None)
+    print(f"\n{title}, android, --precision auto with min_accuracy_ratio {floor}: build of "
+          f"{' + '.join(precisions)} + auto {build_s:.0f} s ({len(sensitivity.get('layers', []))} layers' "
+          f"sensitivity + {len(mixed['recipe']['search']['builds']) if mixed else 0} search builds)")
+    for rejected in manifest["rejected"]:
+        print(f"not built: {rejected['precision']}: {rejected['reason'][:300]}")
+    print(target.get("mixed", {}).get("statement", ""))
+    if mixed:
+        recipe = mixed["recipe"]
+        print(f"search builds: {[(b['promoted'], round(b['quality'], 4), b['passed']) for b in recipe['search']['builds']]}")
+        print(f"promoted to {recipe['search']['high']}: {recipe['promoted'] or 'none'}")
+        print(f"layers {recipe['layers']}; {recipe.get('int4_kept_at_int8') or ''}")
+        print(f"weights stored at 4 bits: {four_bit_share(tmp / 'bundle' / 'android' / recipe['file']):.1%}")
+    print(f"costliest per byte saved (drift = 1 - mean cosine, that layer alone at {sensitivity.get('precision')}):")
+    by_name = {s["layer"]: s for s in sensitivity.get("layers", [])}
+    for name in sensitivity.get("costliest_per_byte", []):
+        s = by_name[name]
+        print(f"  {name[-70:]:<70} drift {s['drift']:.5f}  saves {s['bytes_saved'] / 1e6:.3f} MB")
+    results = edge_pack.bench(tmp / "bundle", eval_path=eval_path, runs=args.runs, warmup=2, sla_path=job)
+    print(f"{results['rows'][0]['runtime']}, {args.runs} runs, judged on {eval_path.name}")
+    print(f"{'precision':<14}{'size MB':>9}{'bits/w':>8}{'cosine':>9}{'cos min':>9}{'top-1 agr':>10}{'p50 ms':>9}"
+          "  verdict")
+    for row in results["rows"]:
+        found = row["metrics"]
+        print(f"{row['precision']:<14}{row['size_mb']:>9.2f}{row['bits_per_weight'] or 0:>8.2f}"
+              f"{found.get('cosine_mean', float('nan')):>9.4f}{found.get('cosine_min', float('nan')):>9.4f}"
+              f"{found.get('top1_agreement', float('nan')):>10.3f}{row['latency_p50_ms'] or float('nan'):>9.1f}"
+              f"  {row['verdict']['status']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["minilm", "cnn"], choices=["minilm", "cnn"])
+    parser.add_argument("--minilm-floor", type=float, default=0.98)
+    parser.add_argument("--cnn-floor", type=float, default=0.95)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=12)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "minilm" in args.model:
+            demo = ROOT / "examples" / "demo" / "eval.jsonl"
+            (tmp / "minilm").mkdir()
+            run("MiniLM-L6", "demo", ["int8"], args.minilm_floor, demo, demo, tmp / "minilm", args)
+        if "cnn" in args.model:
+            here = Path(__file__).resolve().parent
+            (tmp / "cnn").mkdir()
+            subprocess.run([sys.executable, "efficientnet_lite0.py", str(tmp / "cnn" / "eval.npz"),
+                            str(tmp / "cnn" / "calibration.npz")], cwd=here, check=True)
+            sys.path.insert(0, str(here))
+            run("EfficientNet-Lite0", "efficientnet_lite0:factory", ["int4", "dynamic-int8"], args.cnn_floor,
+                tmp / "cnn" / "calibration.npz", tmp / "cnn" / "eval.npz", tmp / "cnn", args)
+
+
+if __name__ == "__main__":
+    main()
