@@ -105,11 +105,12 @@ def speed(session, prompt: list[int], count: int) -> dict:
             "decode_ms_per_token": decode_s * 1000.0 / count}
 
 
-def serve(session, request: dict, timed: bool = True) -> tuple[list[dict], dict]:
+def serve(session, request: dict, timed: bool = True) -> tuple[list[dict], dict, list[float]]:
     """A decoder harness's request on its session: logits at every position of each sample (request
     "inputs", "s<i>/input_ids") through the cache path, written to "outputs"; the answers to "asks"; and,
-    when timed and the request has "speed": {"prompt": [ids], "tokens": n}, the prefill/decode speed.
-    Returns (answers, metrics)."""
+    when timed and the request has "speed": {"prompt": [ids], "tokens": n}, the prefill/decode speed and the
+    latency: the request's timed runs of the prompt's prefill from an empty cache, i.e. the time to the first
+    new token's logits (what llama.cpp's runner times too). Returns (answers, metrics, latency_ms)."""
     samples = protocol.load_inputs(request["inputs"])[0] if request.get("inputs") else []
     outputs = [{"logits": sequence_logits(session, [int(t) for t in s["input_ids"].reshape(-1)])[None]}
                for s in samples]
@@ -117,7 +118,14 @@ def serve(session, request: dict, timed: bool = True) -> tuple[list[dict], dict]
         protocol.save_outputs(request["outputs"], outputs)
     found = answers(session, request.get("asks") or [])
     metrics = {"prefill_len": session.prefill_len, "kv_len": session.kv_len}
+    latency = []
     if timed and request.get("speed"):
-        metrics.update(speed(session, [int(t) for t in request["speed"]["prompt"]],
-                             int(request["speed"].get("tokens", 32))))
-    return found, metrics
+        prompt = [int(t) for t in request["speed"]["prompt"]]
+        metrics.update(speed(session, prompt, int(request["speed"].get("tokens", 32))))
+
+        def first_token():
+            session.reset()
+            feed(session, prompt)
+
+        latency = protocol.time_request(request, first_token)
+    return found, metrics, latency

@@ -69,11 +69,11 @@ def main() -> None:
     start = time.perf_counter()
     session = LiteRTSession(request["model"], threads)
     load_ms = (time.perf_counter() - start) * 1000.0
-    answers, metrics = decoding.serve(session, request)
+    answers, metrics, latency = decoding.serve(session, request)
     metrics = {"threads": threads, **metrics}
     version = importlib.metadata.version("ai-edge-litert")
     protocol.write_result(request, {
-        "answers": answers, "load_ms": load_ms, "latency_ms": [], "peak_rss_mb": protocol.peak_rss_mb(),
+        "answers": answers, "load_ms": load_ms, "latency_ms": latency, "peak_rss_mb": protocol.peak_rss_mb(),
         "rss_before_load_mb": rss_before, "threads": threads, "metrics": metrics,
         "runtime": f"LiteRT (ai-edge-litert {version}, Python Interpreter, XNNPACK CPU, prefill/decode signatures)",
     })
