@@ -47,6 +47,8 @@ def measure(run, files: list[Path], asks, samples, reference, first: int, thread
             "same": decoder_check.same_sequence_rate(reference["greedy"], found, first),
             "prefix": float(np.mean([_common_prefix(r, f) for r, f in zip(reference["greedy"], found)])),
             "prefixes": [_common_prefix(r, f) for r, f in zip(reference["greedy"], found)],
+            "gaps": [_divergence_gap(logits, len(a.prompt), r, f)
+                     for logits, a, r, f in zip(reference["logits"], asks, reference["greedy"], found)],
             "ttft_ms": float(np.median(ttft)) if ttft else None, "peak_rss_mb": result.peak_rss_mb,
             "decode_tps": result.metrics.get("decode_tokens_per_s"),
             "prefill_tps": result.metrics.get("prefill_tokens_per_s")}
@@ -55,6 +57,16 @@ def measure(run, files: list[Path], asks, samples, reference, first: int, thread
 def _common_prefix(reference: list[int], found: list[int]) -> int:
     """How many tokens the answer agrees with torch's before the first difference."""
     return next((i for i, (r, f) in enumerate(zip(reference, found)) if r != f), min(len(reference), len(found)))
+
+
+def _divergence_gap(logits: np.ndarray, prompt_len: int, reference: list[int], found: list[int]) -> float | None:
+    """torch fp32's logit margin of its own token over the artifact's at the first token they differ (None:
+    no difference): a near tie there means any rounding may flip it."""
+    i = _common_prefix(reference, found)
+    if i >= min(len(reference), len(found)):
+        return None
+    row = logits[prompt_len + i - 1]
+    return float(row[reference[i]] - row[found[i]])
 
 
 def print_header(title: str) -> None:
@@ -70,6 +82,9 @@ def print_row(precision: str, size_mb: float, build_s: float, m: dict) -> None:
     print(f"{precision:<14}{size_mb:>8.1f}{build_s:>9.0f}{m['max_abs']:>14.4f}{m['same_top1']:>11.3f}"
           f"{m['cosine']:>9.4f}{m['same']:>9.2f}{m['prefix']:>7.1f}{cell(m['ttft_ms'], 9, '.0f')}{cell(m['prefill_tps'], 12, '.1f')}"
           f"{cell(m['decode_tps'], 11, '.1f')}{m['peak_rss_mb']:>8.0f}", flush=True)
+    gaps = ", ".join("—" if g is None else f"{g:.2f}" for g in m["gaps"])
+    print(f"{'':<14}tokens agreeing per prompt {m['prefixes']}; torch's logit margin at the first difference [{gaps}]",
+          flush=True)
 
 
 def main() -> None:

@@ -339,3 +339,18 @@ def test_a_bundle_of_an_entry_point_without_fp32_is_benched_with_source(tmp_path
     run = edge_pack("bench", bundle, "--source", topic_classifier, "--runs", "1", cwd=digits_cnn_dir)
     assert_one_line_error(run, 2, f"--source {topic_classifier} is not the source")
 
+
+
+def test_weight_only_int8_stores_int8_and_computes_in_float(tmp_path, digits_cnn_dir):
+    """weight-only-int8 (the decoders' 8-bit that keeps closest to torch) also builds for an encoder: int8
+    weight tensors dequantized in the graph, float compute, validated against the source."""
+    from edge_pack.converters.android import _float_compute, _tensor_types
+
+    bundle = tmp_path / "bundle"
+    run = edge_pack("build", "digits_cnn:factory", "-t", "android", "-p", "weight-only-int8", "-o", bundle,
+                    cwd=digits_cnn_dir)
+    assert run.code == 0, run.stderr
+    (artifact,) = _manifest(bundle)["artifacts"]
+    assert artifact["precision"] == "weight-only-int8" and artifact["validation"]["cosine_min"] >= 0.99
+    path = bundle / "android" / "model_weight_only_int8.tflite"
+    assert "INT8" in _tensor_types(path) and _float_compute(path)

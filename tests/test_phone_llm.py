@@ -55,7 +55,7 @@ def _asks(prompts):
 def android(tiny_llama, reference):
     """Each precision converted once, then run once: its answers and its cache-path logits."""
     found = {}
-    for precision in ("fp32", "dynamic-int8"):
+    for precision in ("fp32", "weight-only-int8", "dynamic-int8"):
         tflite = litert_decoder.convert(tiny_llama, precision, prefill_len=PREFILL, kv_len=128)
         result = litert_runner.run([tflite], [{"input_ids": np.array([reference["sequence"]])}],
                                    {"input_ids": np.array([reference["prompts"][0]])}, RunOptions(),
@@ -85,6 +85,17 @@ def test_android_dynamic_int8_is_smaller_and_close(android, reference):
     assert all(lp <= 0 for lp in answer["logprobs"])
 
 
+def test_android_weight_only_int8_keeps_closer_to_torch_than_dynamic(android, reference):
+    """int8 weights with float activations: the 8-bit recipe that holds on SmolLM2 (README); on the tiny
+    Llama too it stays at least as close to torch's logits as dynamic-int8, which also rounds activations."""
+    checks = {p: decoder_check.agreement(reference["logits"], android[p]["result"].outputs[0]["logits"][0])
+              for p in ("weight-only-int8", "dynamic-int8")}
+    weight_only = checks["weight-only-int8"]
+    assert weight_only.same_top1 >= 0.95 and weight_only.cosine > 0.999, weight_only
+    assert weight_only.max_abs <= checks["dynamic-int8"].max_abs, checks
+    assert android["weight-only-int8"]["file"].stat().st_size < 0.4 * android["fp32"]["file"].stat().st_size
+
+
 def test_android_answers_stop_ids_and_continuations(android, reference):
     """A stop id ends the answer (and is not returned); a continuation's log-likelihood is the sum of its
     tokens' log-probs given the prompt, as torch computes it on the whole sequence."""
@@ -110,7 +121,7 @@ def test_android_litertlm_bundle_holds_the_tokenizer(android, tiny_llama, tmp_pa
 @pytest.fixture(scope="module")
 def ios(tiny_llama, reference):
     found = {}
-    for precision in ("fp16", "int8"):
+    for precision in ("fp16", "int8", "int8-block32"):
         package = coreml_decoder.convert(tiny_llama, precision, prefill_len=PREFILL, kv_len=128)
         result = coreml_runner.run([package], [{"input_ids": np.array([reference["sequence"]])}], None,
                                    RunOptions(), asks=_asks(reference["prompts"]))
@@ -133,6 +144,35 @@ def test_ios_int8_is_smaller_and_close(ios, reference):
     assert int8 < 0.6 * fp16, (int8, fp16)
     check = decoder_check.agreement(reference["logits"], ios["int8"]["result"].outputs[0]["logits"][0])
     assert check.same_top1 >= 0.9 and check.cosine > 0.99, check
+
+
+def test_ios_int8_in_blocks_of_32_is_stored_so_and_close(ios, reference):
+    """int8 with a scale per block of 32 (iOS 18's blockwise op), the decoders' 8-bit: its weights are read
+    through constexpr_blockwise_shift_scale, and it stays at least as close to torch as per-channel int8."""
+    package = ios["int8-block32"]["file"]
+    assert _scales_per_row(package) == {32}, _scales_per_row(package)
+    assert _scales_per_row(ios["int8"]["file"]) == {None}  # one scale per output channel
+    assert coreml_decoder.package_size(package) < 0.6 * coreml_decoder.package_size(ios["fp16"]["file"])
+    checks = {p: decoder_check.agreement(reference["logits"], ios[p]["result"].outputs[0]["logits"][0])
+              for p in ("int8", "int8-block32")}
+    assert checks["int8-block32"].same_top1 >= 0.95 and checks["int8-block32"].cosine > 0.999, checks
+    assert checks["int8-block32"].max_abs <= checks["int8"].max_abs, checks
+
+
+def _scales_per_row(package: Path) -> set[int | None]:
+    """The weights each int8 scale covers along a row, for every int8 weight of the package (None: the
+    whole row), read from the program's constexpr ops by coremltools."""
+    import coremltools as ct
+    from coremltools.converters.mil.mil import types
+    from coremltools.models.utils import _apply_graph_pass
+
+    program = _apply_graph_pass(ct.models.MLModel(str(package), skip_model_load=True), [], return_pymil_prog=True)
+    found = set()
+    for op in program.functions["main"].operations:
+        if op.op_type == "constexpr_blockwise_shift_scale" and types.builtin_to_string(op.data.dtype) == "int8":
+            row, scales = op.data.shape[-1], op.scale.shape[-1]
+            found.add(None if scales == 1 else row // scales)
+    return found
 
 
 def test_ios_program_keeps_the_cache_as_state(ios):

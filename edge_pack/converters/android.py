@@ -113,6 +113,16 @@ class Converter(contracts.Converter):
         return {"method": "ai_edge_quantizer recipe dynamic_wi8_afp32", "weights": "int8 per channel",
                 "activations": "float32 in the file, quantized to int8 on the fly by the runtime (dynamic range)"}
 
+    @makes("weight-only-int8")
+    def _weight_only_int8(self, out: Path) -> dict:
+        from ai_edge_quantizer import qtyping
+
+        quantizer = self._quantizer()
+        quantizer.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=8)
+        self._quantize(quantizer, out, "INT8")
+        return {"method": "ai_edge_quantizer weight-only config", "weights": "int8 per channel",
+                "activations": "float32 (weights are dequantized at load: a small file, float memory and compute)"}
+
     @makes("int4")
     def _int4(self, out: Path) -> dict:
         from ai_edge_quantizer import qtyping

@@ -32,7 +32,7 @@ from ..source import SourceModel
 from .ios import fits_fp16, select_weights
 
 WHO = "edge-pack's Core ML decoder"
-PRECISIONS = ("fp16", "int8", "int4", "palettize6", "palettize4")  # recipes: targets/ios.toml
+PRECISIONS = ("fp16", "int8", "int8-block32", "int4", "palettize6", "palettize4")  # recipes: targets/ios.toml
 PREFILL_LEN = 32
 KV_LEN = 512
 MASKED = -1e4  # fp16-safe: scores never come near it, exp() of it is 0
