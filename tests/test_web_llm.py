@@ -76,6 +76,11 @@ def test_every_precision_builds_in_the_transformers_js_layout(bundle):
     assert "past_key_values.0.key" in inputs and "present.0.key" in outputs and outputs[0] == "logits"
     recipes = json.loads((web / "quantize_config.json").read_text())["precisions"]
     assert recipes["q8"]["bits"] == 8 and recipes["q4"]["bits"] == 4
+    # q8 keeps the embedding table and the lm_head float (float16 storage), q4 quantizes them too
+    assert recipes["q8"]["embedding"].startswith("float16") and recipes["q8"]["lm_head"].startswith("MatMul on")
+    q8 = onnx.load(str(web / "onnx" / "model_quantized.onnx"), load_external_data=False)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 and t.name.startswith("model.embed_tokens")
+               for t in q8.graph.initializer)
     # The embedding is quantized too (its own table: the tiny Llama does not tie it to the lm_head).
     assert not recipes["q4"]["tied_embedding"]
     assert not any(n.op_type == "Gather" and n.input[0] == "model.embed_tokens.weight" for n in graph.graph.node)

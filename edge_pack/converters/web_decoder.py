@@ -5,8 +5,13 @@ present.*, beside config.json, generation_config.json and the tokenizer files), 
 Where the weights go, per precision:
 - fp32: the export as it is. fp16: every float weight halved; inputs, outputs and the cache stay float32
   (keep_io_types), which is what Transformers.js feeds when the config names no other cache type.
-- q8 / q4: MatMulNBits (8 or 4 bits, blocks of 32, symmetric) on every MatMul with a constant weight,
-  the lm_head included, and the embedding table stored the same way (looked up with plain ops: the
+- q8: MatMulNBits (8 bits, blocks of 32, symmetric) on the MatMuls between the embedding and the lm_head;
+  the embedding table and the lm_head stay float, stored as float16 (targets/web.toml's decoder_table),
+  one table when tied. Measured on SmolLM2-135M (benchmarks/web_llm.py): quantizing the table too lost a
+  prompt's 16 greedy tokens and ran 5x slower in onnxruntime-web (its 8-bit MatMulNBits kernel is slow on
+  a 49152-wide lm_head); quantize_dynamic (MatMulInteger, per-channel) runs 9x faster but quantizes the
+  activations and kept no prompt's 16 tokens.
+- q4: the same with 4 bits, and the embedding table stored the same way (looked up with plain ops: the
   browser has no GatherBlockQuantized kernel). When the model
   ties its embedding to its lm_head (SmolLM2 does), both read ONE quantized table: the file holds it once,
   where a plain quantizer keeps the float table for the lookup and a quantized copy for the lm_head.
@@ -94,7 +99,8 @@ class DecoderConverter(contracts.Converter):
                 recipe = {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
             else:
                 graph = copy.deepcopy(self._fp16_graph()) if precision == "q4f16" else _load(self.fp32)
-                model, recipe = quantize_decoder(graph, BITS[precision])
+                table = self.target.precision(precision).settings.get("decoder_table")
+                model, recipe = quantize_decoder(graph, BITS[precision], table)
                 _save(model, out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
@@ -238,14 +244,18 @@ def _materialise_tied_head(model, table_name: str) -> bool:
     return False
 
 
-def quantize_decoder(model, bits: int):
+def quantize_decoder(model, bits: int, float_table: str | None = None):
     """MatMulNBits on every constant MatMul and an embedding table stored the same way; a tied embedding
-    reads the lm_head's quantized table. Returns the model and its recipe."""
+    reads the lm_head's quantized table. With float_table ("float16" or "float32") the embedding table and
+    the lm_head stay float instead (one table when tied, stored at that dtype and computed in float32).
+    Returns the model and its recipe."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     gather = _embedding(model)
     if gather is None:
         raise ConversionError("no embedding lookup (Gather on the input_ids) found in the exported decoder")
+    if float_table:
+        return _quantize_body(model, bits, gather, float_table)
     table_name = gather.input[0]
     tied = _materialise_tied_head(model, table_name)
     config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
@@ -272,6 +282,57 @@ def quantize_decoder(model, bits: int):
               "lm_head": f"MatMulNBits, {bits}-bit", "tied_embedding": tied,
               "shared_table": tied and head is not None and head.op_type == "MatMulNBits"}
     return model, recipe
+
+
+def _quantize_body(model, bits: int, gather, dtype: str):
+    """MatMulNBits on the constant MatMuls between the embedding and the lm_head; the table (shared by a
+    tied lm_head) stays float, stored as `dtype` and cast to float32 where it is read."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    tied = share_tied_table(model)
+    head = _lm_head(model)
+    config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
+                                          op_types_to_quantize=("MatMul",))
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=[head.name] if head else [])
+    quantizer.process()
+    model = quantizer.model.model
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    if not nodes:
+        raise ConversionError(f"no MatMul with constant weights to quantize to {bits} bits")
+    if dtype == "float16":
+        gather, head = _embedding(model), _lm_head(model)
+        tables = {gather.input[0]} | ({head.input[1]} if head is not None and head.input[1] in _initializers(model) else set())
+        for name in tables:
+            _store_as_float16(model, name)
+    recipe = {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+              "bits": bits, "block_size": BLOCK, "symmetric": True, "op_types": ["MatMul"],
+              "quantized_nodes": len(nodes), "embedding": f"{dtype} table, looked up with Gather",
+              "lm_head": f"MatMul on the {dtype} table (computed in float32)", "tied_embedding": tied,
+              "shared_table": tied}
+    return model, recipe
+
+
+def _store_as_float16(model, name: str) -> None:
+    """Store a float32 initializer as float16 and read it through a Cast back to float32: half the bytes in
+    the file, float32 compute (onnxruntime folds a constant's Cast at load, the Gather's runs on few rows)."""
+    inits = _initializers(model)
+    tensor = inits[name]
+    half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{name}_fp16")
+    model.graph.initializer.remove(tensor)
+    model.graph.initializer.append(half)
+    readers = [n for n in model.graph.node if name in n.input]
+    if readers and readers[0].op_type == "Gather":
+        # cast the gathered rows, not the whole table
+        gather = readers[0]
+        gather.input[0] = half.name
+        rows = gather.output[0]
+        gather.output[0] = f"{rows}_fp16"
+        cast = helper.make_node("Cast", [gather.output[0]], [rows], to=onnx.TensorProto.FLOAT, name=f"{gather.name}_cast")
+        model.graph.node.insert(list(model.graph.node).index(gather) + 1, cast)
+        readers = readers[1:]
+    if readers:
+        cast = helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT, name=f"{name}_cast")
+        model.graph.node.insert(min(list(model.graph.node).index(r) for r in readers), cast)
 
 
 def embedding(model):
