@@ -56,9 +56,9 @@ def q8_recipes(model_dir: Path, out: Path) -> list[tuple[str, str, Path]]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edge_pack.converters.web import _load, _save
-    from edge_pack.converters.web_decoder import decoder_onnx, portable_digits, quantize_decoder, share_tied_table
-    from edge_pack.files import copy_into
-    from edge_pack.source import load_source, support_files_in
+    from edge_pack.converters.web_decoder import decoder_onnx, quantize_decoder, share_tied_table
+    from edge_pack.converters.web_tokenizer import copy_support_files
+    from edge_pack.source import load_source
 
     export = decoder_onnx(load_source(str(model_dir)))
     found = []
@@ -66,9 +66,7 @@ def q8_recipes(model_dir: Path, out: Path) -> list[tuple[str, str, Path]]:
                         ("nbits8, fp16 table", "float16"), ("dynamic per-channel", "dynamic")):
         folder = out / name.replace(" ", "_").replace(",", "")
         (folder / "onnx").mkdir(parents=True)
-        for path in copy_into(support_files_in(export), folder):
-            if path.name == "tokenizer.json":
-                portable_digits(path)
+        copy_support_files(export, folder)
         target = folder / "onnx" / FILES["q8"]
         if table == "dynamic":  # the float table shared by the lookup and the (float) lm_head, as above
             model = _load(export / "model.onnx")

@@ -12,11 +12,11 @@ import onnx
 from .. import contracts
 from ..contracts import BuildOptions, Built, makes
 from ..errors import NotApplicable
-from ..files import copy_into
 from ..quiet import captured
-from ..source import SourceModel, support_files_in
+from ..source import SourceModel
 from ..targets import Target, installed_versions
 from .onnx_export import MODEL, fp32_onnx
+from .web_tokenizer import copy_support_files
 
 QUANTIZE_CONFIG = "quantize_config.json"
 Q4_BLOCK = 32
@@ -55,7 +55,7 @@ class Converter(contracts.Converter):
         """Copy config, tokenizer and preprocessor files to the target folder's root; return them."""
         # A Hugging Face export re-saves them normalised beside model.onnx; an ONNX source brings its own.
         origin = self.fp32_dir if self.source.kind == "hf" else self.source.support_dir
-        return copy_into(support_files_in(origin), self.dir)
+        return copy_support_files(origin, self.dir)
 
     def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file

@@ -31,11 +31,11 @@ from .. import contracts
 from ..cache import cached
 from ..contracts import BuildOptions, Built
 from ..errors import ConversionError, UserError
-from ..files import copy_into
 from ..quiet import captured
-from ..source import SourceModel, support_files_in
+from ..source import SourceModel
 from ..targets import Target
 from .web import QUANTIZE_CONFIG, _load, _save  # the web target's ONNX files, read and written one way
+from .web_tokenizer import copy_support_files
 
 RECIPE = 1  # bump when the export changes, so cached exports are redone
 MODEL = "model.onnx"
@@ -79,11 +79,7 @@ class DecoderConverter(contracts.Converter):
         self.meta = {"decoder": describe_cache(onnx.load(str(self.fp32), load_external_data=False))}
 
     def support_files(self) -> list[Path]:
-        copies = copy_into(support_files_in(self.export_dir), self.dir)
-        for path in copies:
-            if path.name == "tokenizer.json":
-                portable_digits(path)
-        return copies
+        return copy_support_files(self.export_dir, self.dir)
 
     def convert(self, precision: str) -> Built:
         out = self.dir / self.target.precision(precision).file
@@ -127,30 +123,6 @@ class DecoderConverter(contracts.Converter):
         model = _load(self.fp32)
         self.tied = share_tied_table(model)
         return model
-
-
-def portable_digits(tokenizer_json: Path) -> bool:
-    """Make a Digits pre-tokenizer split the same in Transformers.js as in the tokenizers library: the Rust
-    one splits on every Unicode number (char::is_numeric: Nd, Nl, No, so "½" too), Transformers.js' on
-    ASCII \\d only (its Digits class), so SmolLM2's " ½" became other ids in the page. The same split as a
-    Split pre-tokenizer on the regex \\p{N}, which both read alike. True when the file was rewritten."""
-    import json
-
-    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-
-    def rewrite(node):
-        if isinstance(node, dict) and node.get("type") == "Digits":
-            return {"type": "Split", "pattern": {"Regex": r"\p{N}" if node.get("individual_digits") else r"\p{N}+"},
-                    "behavior": "Isolated", "invert": False}, True
-        if isinstance(node, dict) and node.get("type") == "Sequence":
-            parts = [rewrite(n) for n in node["pretokenizers"]]
-            return {**node, "pretokenizers": [n for n, _ in parts]}, any(c for _, c in parts)
-        return node, False
-
-    data["pre_tokenizer"], changed = rewrite(data.get("pre_tokenizer"))
-    if changed:
-        tokenizer_json.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    return changed
 
 
 # ------------------------------------------------------------------------------------------ the graph
