@@ -139,7 +139,7 @@ def main() -> None:
                            or p == "fp32"]
         print(f"SmolLM2-135M-Instruct, {len(asks)} chat prompts, greedy, {args.new_tokens} new tokens; same: share of "
               f"answers whose first {args.first} tokens are torch fp32's; TTFT ms / decode tokens/s (1 thread)")
-        print(f"{'pipeline':<10}{'precision':<20}{'size MB':>8}" + "".join(f"{r:>34}" for r in runtimes))
+        print(f"{'pipeline':<10}{'precision':<20}{'size MB':>8}" + "".join(f"{r:>36}" for r in runtimes))
         for pipeline, precision, path in candidates:
             cells, partings = [], {}
             for runtime in runtimes:
@@ -147,7 +147,7 @@ def main() -> None:
                     result = get_runner(runtime).run([path], [], None, RunOptions(warmup=0, runs=0,
                                                      task="text-generation", timeout_s=3600), asks=asks)
                 except Exception as exc:  # noqa: BLE001 — a runtime that cannot load a file is a result here
-                    cells.append(f"{'failed':>34}")
+                    cells.append(f"{'failed':>36}")
                     print(f"  {pipeline} {precision} on {runtime}: {str(exc)[:300]}", file=sys.stderr)
                     continue
                 found = [a["tokens"] for a in result.answers]
@@ -158,7 +158,7 @@ def main() -> None:
                 cells.append(f"same {same:4.2f} {ttft:8.0f} ms {1000 / decode:6.1f} tok/s")
                 partings[runtime] = [first_parting(r, f, lead, args.first) for r, f, lead in zip(reference, found, leads)]
             size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 1e6
-            print(f"{pipeline:<10}{precision:<20}{size:>8.1f}" + "".join(f"{c:>34}" for c in cells), flush=True)
+            print(f"{pipeline:<10}{precision:<20}{size:>8.1f}" + "".join(f"{c:>36}" for c in cells), flush=True)
             for runtime, found in partings.items():
                 print(f"    same tokens per prompt on {runtime}: {' | '.join(found)}", flush=True)
         print("\ntorch fp32 answers:")

@@ -177,8 +177,8 @@ CHAT_PROMPTS = ["What is the capital of France?", "Name three colours.", "What i
                 "Write one sentence about the sea.", "Why is the sky blue?", "Give me a tip for learning to cook."]
 SMOL_TOKENS = 16
 # torch's own lead of its greedy token over the runner-up, in logits, below which a step is a near tie that
-# 8-bit rounding may flip (measured: q8 leaves torch on these prompts only at leads of 0.02-0.14, identically in
-# onnxruntime, Node and Chromium; a broken cache path leaves it at decisive steps too).
+# 8-bit rounding may flip (measured: q8 leaves torch on these prompts only at leads of 0.08 and 0.14, at the
+# first token, identically in onnxruntime, Node and Chromium; a broken cache path leaves it at decisive steps too).
 NEAR_TIE = 0.25
 
 
@@ -246,7 +246,8 @@ def test_smollm2_q8_answers_as_torch_for_16_tokens_in_transformers_js(smollm2_we
             continue
         # parting from torch is 8-bit rounding only where torch itself nearly tied
         assert at < len(lead) and lead[at] < NEAR_TIE, (prompt, at, lead, ref, found)
-    assert same >= len(CHAT_PROMPTS) // 2, (same, answers[runtime, "q8"], reference)
+    # measured: 4/6 (the two others part at torch's first token, leads 0.08 and 0.14), as in onnxruntime
+    assert same >= 4, (same, answers[runtime, "q8"], reference)
     assert sum(len(r) == SMOL_TOKENS for r in reference) >= len(CHAT_PROMPTS) - 1  # 16 tokens compared
     # q4f16 loads and answers; how often it keeps torch's sequence is recorded, not asserted (4-bit loss)
     q4f16 = answers[runtime, "q4f16"]
