@@ -6,6 +6,8 @@ configure individual ops by name"). Each precision's config is its compress tabl
 not named stay fp16."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..contracts import Layer
@@ -28,10 +30,17 @@ def compress_layers(model, levels: dict[str, str], settings: dict[str, dict], th
     """`model` with each named const compressed by its level's compress recipe; returns (model, counts)."""
     import coremltools.optimize.coreml as cto
 
+    shapes = _shapes(model, levels)
     by_method: dict[str, dict] = {}
     for name, level in levels.items():
         recipe = dict(settings[level]["compress"])
         method = recipe.pop("method")
+        if recipe.get("granularity") == "per_block" and len(shapes[name]) >= 2:
+            # coremltools skips, leaving it fp16, a weight whose input axis (1 for conv and linear weights) is
+            # not a multiple of block_size (_config.py: "the op will be skipped"): EfficientNet-Lite0's
+            # depthwise convs (1 input channel) and its 40/80/112-channel inputs, 13 % of its weights. The
+            # largest block that divides the axis (at most the recipe's) keeps such a weight at 4 bits.
+            recipe["block_size"] = math.gcd(int(recipe["block_size"]), int(shapes[name][1]))
         make = cto.OpLinearQuantizerConfig if method == "linear" else cto.OpPalettizerConfig
         by_method.setdefault(method, {})[name] = make(**recipe, weight_threshold=threshold)
     for method, configs in sorted(by_method.items()):
@@ -39,3 +48,10 @@ def compress_layers(model, levels: dict[str, str], settings: dict[str, dict], th
         model = compress(model, config=cto.OptimizationConfig(op_name_configs=configs))
     counts = {level: sum(v == level for v in levels.values()) for level in settings}
     return model, counts
+
+
+def _shapes(model, names) -> dict[str, tuple]:
+    from coremltools.models.utils import _apply_graph_pass
+
+    program = _apply_graph_pass(model, [], return_pymil_prog=True)
+    return {op.name: tuple(op.outputs[0].shape) for op in program.functions["main"].operations if op.name in names}
