@@ -8,9 +8,9 @@ Where the weights go, per precision:
 - q8: MatMulNBits (8 bits, blocks of 32, symmetric) on the MatMuls between the embedding and the lm_head;
   the embedding table and the lm_head stay float, stored as float16 (targets/web.toml's decoder_table),
   one table when tied. Measured on SmolLM2-135M (benchmarks/web_llm.py): quantizing the table too lost a
-  prompt's 16 greedy tokens and ran 5x slower in onnxruntime-web (its 8-bit MatMulNBits kernel is slow on
-  a 49152-wide lm_head); quantize_dynamic (MatMulInteger, per-channel) runs 9x faster but quantizes the
-  activations and kept no prompt's 16 tokens.
+  prompt's 16 greedy tokens and was no faster in onnxruntime-web (its 8-bit MatMulNBits kernel is slow);
+  quantize_dynamic (MatMulInteger, per-channel) decodes ~7x faster there but quantizes the activations and
+  kept no prompt's 16 tokens.
 - q4: the same with 4 bits, and the embedding table stored the same way (looked up with plain ops: the
   browser has no GatherBlockQuantized kernel). When the model
   ties its embedding to its lm_head (SmolLM2 does), both read ONE quantized table: the file holds it once,
