@@ -1,6 +1,6 @@
 """Mixed precision on LiteRT (issue 18, android): `--precision auto` sets each torch module's ops at its own
 precision with ai-edge-quantizer recipe entries, built, validated on the LiteRT interpreter and benched as a row.
-- the digits CNN (a CNN's pair, int4 with dynamic-int8): its first convolution is a DEPTHWISE_CONV_2D, which
+- the digits CNN (a CNN's pair, int4 with fp16): its first convolution is a DEPTHWISE_CONV_2D, which
   the quantizer's policy gives no 4-bit weights, so that op stays int8 while the other convolution and the
   head store 4 bits (uniform int4 keeps every convolution at int8);
 - the fragile embedder (a text encoder's pair, full-integer int8 with float): every module at int8 misses the
@@ -16,7 +16,7 @@ import models
 
 pytest.importorskip("ai_edge_quantizer", reason="the android toolchain is not installed (pip install 'edge-pack[android]')")
 
-CNN_MIXED, TEXT_MIXED = "mixed-4/8", "mixed-8/32"
+CNN_MIXED, TEXT_MIXED = "mixed-4/16", "mixed-8/32"
 TEXT_FLOOR = 0.99  # between every module at int8 (≈0.98 on the built-in inputs) and every one float (1.0)
 
 

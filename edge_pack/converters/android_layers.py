@@ -136,8 +136,8 @@ def _configure(quantizer, level: str, regex: str, ops_with_weights) -> None:
         quantizer.add_static_config(regex=regex, operation_name=ops.ALL_SUPPORTED, activation_num_bits=8,
                                     weight_num_bits=8)
         quantizer.add_weight_only_config(regex=regex, operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
-    elif level == "int4":
-        quantizer.add_dynamic_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
+    elif level == "int4":  # weight-only int8 where no 4 bits: dynamic-range activations cost a CNN's depthwise convs
+        quantizer.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
         for op in ops_with_weights:
             if four_bits(op) == "blockwise":
                 quantizer.add_dynamic_config(regex=regex, operation_name=ops(op), num_bits=4, granularity=blocks)
