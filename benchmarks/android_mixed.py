@@ -1,19 +1,18 @@
 """Mixed precision on the android target (LiteRT), side by side with the uniform candidates of the same run:
 - MiniLM (all-MiniLM-L6-v2, the demo model): full-integer int8 layers with the ones int8 activations break left
   float (the feature-extraction pair of targets/android.toml), beside uniform full-integer int8;
-- EfficientNet-Lite0 (benchmarks/efficientnet_lite0.py): 4-bit weights with the sensitive layers at fp16,
+- EfficientNet-Lite0 (the entry point and photo crops of benchmarks/ios_mixed.py): 4-bit weights with the sensitive layers at fp16,
   beside uniform fp16, dynamic-int8 and int4 (fp32 too: bench compares an entry point's rows with it).
 
 Run: .venv/bin/python benchmarks/android_mixed.py [--model minilm cnn] [--minilm-floor 0.98] [--cnn-floor 0.95]
      [--runs 10] [--budget 12]
 A floor is the SLA's min_accuracy_ratio on label-free agreement with fp32: mean cosine for MiniLM, top-1
 agreement for the CNN. MiniLM is calibrated and judged on examples/demo/eval.jsonl (48 sentences); the CNN on
-crops of scikit-learn's photographs (100 to calibrate, 64 to judge).
+--images crops of the photos scikit-image, scikit-learn and matplotlib bundle (its mix needs no calibration).
 """
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -93,6 +92,7 @@ def main() -> None:
     parser.add_argument("--cnn-floor", type=float, default=0.95)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--budget", type=int, default=12)
+    parser.add_argument("--images", type=int, default=64, help="CNN eval crops (at most 152)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -101,14 +101,15 @@ def main() -> None:
             (tmp / "minilm").mkdir()
             run("MiniLM-L6", "demo", ["fp32", "fp16", "dynamic-int8", "int8", "int4"], args.minilm_floor, demo, demo, tmp / "minilm", args)
         if "cnn" in args.model:
-            here = Path(__file__).resolve().parent
-            (tmp / "cnn").mkdir()
-            subprocess.run([sys.executable, "efficientnet_lite0.py", str(tmp / "cnn" / "eval.npz"),
-                            str(tmp / "cnn" / "calibration.npz")], cwd=here, check=True)
-            sys.path.insert(0, str(here))
-            run("EfficientNet-Lite0", "efficientnet_lite0:factory", ["fp32", "fp16", "dynamic-int8", "int4"], args.cnn_floor,
-                tmp / "cnn" / "calibration.npz", tmp / "cnn" / "eval.npz", tmp / "cnn", args)
+            import numpy as np
 
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from ios_mixed import eval_images
+
+            (tmp / "cnn").mkdir()
+            np.savez(tmp / "cnn" / "eval.npz", image=eval_images(args.images))
+            run("EfficientNet-Lite0", "ios_mixed:efficientnet_lite0", ["fp32", "fp16", "dynamic-int8", "int4"],
+                args.cnn_floor, None, tmp / "cnn" / "eval.npz", tmp / "cnn", args)
 
 if __name__ == "__main__":
     main()
