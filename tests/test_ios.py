@@ -111,9 +111,9 @@ def test_sizes_shrink_with_the_bits(converted):
         assert size["fp16"] < 0.6 * size["fp32"], (name, size)
         assert size["int8"] < 0.75 * size["fp16"], (name, size)
         assert size["palettize4"] < size["palettize6"] < size["fp16"], (name, size)
-        assert size["int4"] < size["fp16"], (name, size)
-        if name != "digits_cnn:factory":  # its 16-channel conv has no 32-wide block: int4 leaves it in fp16
-            assert size["int4"] < size["int8"], (name, size)
+        # digits_cnn's 16-channel conv has no 32-wide block: coremltools alone would leave it fp16 and int4
+        # larger than int8; it is stored in blocks of 16 (ios_layers.compress_layers)
+        assert size["int4"] < size["int8"], (name, size)
 
 
 def test_emulator_reproduces_torch_on_fp32_packages(converted):

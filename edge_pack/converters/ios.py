@@ -180,27 +180,22 @@ class Converter(contracts.Converter):
     # ------------------------------------------------------------------------------------------ compression
 
     def _compress(self, model, recipe: dict, embeddings: bool):
-        """Compress the chosen weights of `model` with coremltools; returns the model and what was chosen."""
-        import coremltools.optimize.coreml as cto
+        """Compress the chosen weights of `model` with coremltools; returns the model and what was chosen. A
+        uniform precision is every chosen weight at one level of ios_layers.compress_layers, the mix's own path
+        (so both get its per-block fix-up)."""
+        from .ios_layers import compress_layers
 
-        recipe = dict(recipe)
-        method = recipe.pop("method")
+        if recipe.get("method") not in ("linear", "palettize"):
+            raise ConversionError(f"unknown compression method {recipe.get('method')!r} in targets/ios.toml")
         chosen = select_weights(model, embeddings)
         if not chosen:
             raise NotApplicable("the model has no linear/conv weights large enough to compress")
-        if method == "linear":
-            op_config, compress = cto.OpLinearQuantizerConfig(**recipe, weight_threshold=WEIGHT_THRESHOLD), \
-                cto.linear_quantize_weights
-        elif method == "palettize":
-            op_config, compress = cto.OpPalettizerConfig(**recipe, weight_threshold=WEIGHT_THRESHOLD), \
-                cto.palettize_weights
-        else:
-            raise ConversionError(f"unknown compression method {method!r} in targets/ios.toml")
-        config = cto.OptimizationConfig(op_name_configs={name: op_config for name in chosen})
+        model, _ = compress_layers(model, dict.fromkeys(chosen, "uniform"), {"uniform": {"compress": recipe}},
+                                   WEIGHT_THRESHOLD)
         kinds: dict[str, int] = {}
         for kind in chosen.values():
             kinds[kind] = kinds.get(kind, 0) + 1
-        return compress(model, config=config), {"weights": kinds, "embeddings": embeddings}
+        return model, {"weights": kinds, "embeddings": embeddings}
 
 
 def _register_missing_torch_ops() -> None:
