@@ -1,7 +1,7 @@
 """Mixed precision on the android target (LiteRT), side by side with the uniform candidates of the same run:
 - MiniLM (all-MiniLM-L6-v2, the demo model): full-integer int8 layers with the ones int8 activations break left
   float (the feature-extraction pair of targets/android.toml), beside uniform full-integer int8;
-- EfficientNet-Lite0 (the entry point and photo crops of benchmarks/ios_mixed.py): 4-bit weights with the sensitive layers at fp16,
+- EfficientNet-Lite0 (the entry point benchmarks/efficientnet_lite0.py, the photo crops of ios_mixed.py): 4-bit weights with the sensitive layers at fp16,
   beside uniform fp16, dynamic-int8 and int4 (fp32 too: bench compares an entry point's rows with it).
 
 Run: .venv/bin/python benchmarks/android_mixed.py [--model minilm cnn] [--minilm-floor 0.98] [--cnn-floor 0.95]
@@ -108,7 +108,7 @@ def main() -> None:
 
             (tmp / "cnn").mkdir()
             np.savez(tmp / "cnn" / "eval.npz", image=eval_images(args.images))
-            run("EfficientNet-Lite0", "ios_mixed:efficientnet_lite0", ["fp32", "fp16", "dynamic-int8", "int4"],
+            run("EfficientNet-Lite0", "efficientnet_lite0:factory", ["fp32", "fp16", "dynamic-int8", "int4"],
                 args.cnn_floor, None, tmp / "cnn" / "eval.npz", tmp / "cnn", args)
 
 if __name__ == "__main__":
