@@ -210,6 +210,11 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
 SMALLER, NOT_SMALLER, NONE_PASSED = "smaller", "not smaller than a uniform candidate", "no mix passed"
 
 
+def _mb(size: int) -> str:
+    """A size in a sentence: one decimal, or three significant digits under 1 MB (a test model's 0.04 MB)."""
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e6:.3g} MB"
+
+
 def _outcome(name: str, best: Trial | None, uniform: list[dict], floor: Floor, kind: str, limits: str,
              budget: int) -> dict:
     """What the search found, said in one sentence (the manifest's mixed.statement, and the build's message
@@ -219,14 +224,14 @@ def _outcome(name: str, best: Trial | None, uniform: list[dict], floor: Floor, k
         return {"outcome": NONE_PASSED, "statement": f"no mix met {limits} within {budget} builds"}
     passing = [a for a in uniform if a.get("validation") and floor.quality(kind, a["validation"])[1] >= floor.value]
     smallest = min(passing, key=lambda a: a["bytes"], default=None)
-    mix = f"{best.bytes / 1e6:.1f} MB"
+    mix = _mb(best.bytes)
     if smallest is not None and smallest["bytes"] <= best.bytes:
         return {"outcome": NOT_SMALLER, "than": smallest["precision"],
                 "statement": f"nothing smaller than the best uniform candidate, {smallest['precision']} "
-                             f"({smallest['bytes'] / 1e6:.1f} MB), meets {limits}: the smallest passing mix is {mix}"}
+                             f"({_mb(smallest['bytes'])}), meets {limits}: the smallest passing mix is {mix}"}
     if smallest is not None:
         compared = (f"smaller than the best uniform candidate, {smallest['precision']} "
-                    f"({smallest['bytes'] / 1e6:.1f} MB)")
+                    f"({_mb(smallest['bytes'])})")
     elif uniform:
         compared = f"and no uniform candidate built beside it ({', '.join(a['precision'] for a in uniform)}) does"
     else:
