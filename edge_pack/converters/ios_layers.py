@@ -16,11 +16,7 @@ from ..contracts import Layer
 def layers(model, weights: dict[str, str], bits: dict[str, int]) -> list[Layer]:
     """The weight consts `weights` (op name -> kind, from ios.select_weights) with their stored bytes as
     fp16 and at each precision (`bits`: precision -> its declared bits per weight), estimated from the weight count."""
-    from coremltools.models.utils import _apply_graph_pass
-
-    program = _apply_graph_pass(model, [], return_pymil_prog=True)
-    sizes = {op.name: int(np.prod(op.outputs[0].shape)) for op in program.functions["main"].operations
-             if op.name in weights}
+    sizes = {name: int(np.prod(shape)) for name, shape in _shapes(model, weights).items()}
     return [Layer(name, kind, sizes[name], {"float": 2 * sizes[name],
                                             **{p: sizes[name] * b // 8 for p, b in bits.items()}})
             for name, kind in weights.items()]

@@ -227,7 +227,7 @@ def quantize_decoder(model, bits: int, float_table: str | None = None):
     if gather is None:
         raise ConversionError("no embedding lookup (Gather on the input_ids) found in the exported decoder")
     if float_table:
-        return _quantize_body(model, bits, gather, float_table)
+        return _quantize_body(model, bits, float_table)
     table_name = gather.input[0]
     tied = _materialise_tied_head(model, table_name)
     config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
@@ -256,7 +256,7 @@ def quantize_decoder(model, bits: int, float_table: str | None = None):
     return model, recipe
 
 
-def _quantize_body(model, bits: int, gather, dtype: str):
+def _quantize_body(model, bits: int, dtype: str):
     """MatMulNBits on the constant MatMuls between the embedding and the lm_head; the table (shared by a
     tied lm_head) stays float, stored as `dtype` and cast to float32 where it is read."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
