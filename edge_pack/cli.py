@@ -448,7 +448,9 @@ def _target_rows() -> list[dict]:
     from .targets import load_targets
 
     return [{"name": t.name, "description": t.description, "format": t.format, "precisions": list(t.precisions),
-             "default_precisions": list(t.default_precisions), "runtime": t.runtime, "runtimes": list(t.runtimes),
+             "default_precisions": list(t.default_precisions),
+             "default_precisions_for": {task: list(names) for task, names in t.task_defaults.items()},
+             "runtime": t.runtime, "runtimes": list(t.runtimes),
              "missing": t.missing_modules(), "install_hint": t.install_hint,
              "runtimes_missing": {r: runtime_missing(r) for r in t.runtimes},
              "runtimes_here": {r: note for r in t.runtimes if (note := runtime_here(r))}}

@@ -71,13 +71,14 @@ def plan(source: SourceModel, targets: list[Target], precisions: list[str] | str
             skipped.append({"target": target.name, "precision": "—", "reason": reason, "status": "skipped"})
             continue
         check_toolchain(target)
+        target = target.for_task(source.task)  # its defaults and [mixed] pair for this kind of model
         wanted = precisions.get(target.name) if isinstance(precisions, dict) else precisions
         names = target.choose(wanted or None)
         swept = SWEEP in ([wanted] if isinstance(wanted, str) else wanted or [])
         if AUTO in names:  # a per-layer mix (mixed.py), refused now if it cannot be searched for
             from . import mixed
 
-            mixed.check(source, target.for_task(source.task), options or BuildOptions())
+            mixed.check(source, target, options or BuildOptions())
         if not swept:  # a sweep takes what applies; the converter skips the rest
             converter_for(target).check(source, target, [n for n in names if n != AUTO], options or BuildOptions())
         chosen[target.name] = names

@@ -127,6 +127,9 @@ class Target:
     options: dict[str, Option] = field(default_factory=dict)
     file: Path | None = None  # the TOML it was read from, for errors that name it
     mixed: Mixed | None = None  # None: the toolchain has no per-layer control
+    # A task's own defaults ([default_precisions_for] in its TOML): a decoder ships other precisions than an
+    # encoder (e.g. no full-integer int8, which needs calibration and breaks a KV cache's activations).
+    task_defaults: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def precision(self, name: str) -> Precision:
         for pair in self.mixed.pairs() if self.mixed is not None else []:
@@ -143,10 +146,14 @@ class Target:
         return Precision(name=pair.name(self), file=pair.file, bits=low.bits, min_cosine=floor)
 
     def for_task(self, task: str) -> "Target":
-        """This target with the [mixed] pair of models of `task` (its own [mixed.tasks.<task>], else the default)."""
-        if self.mixed is None or task not in self.mixed.tasks:
-            return self
-        return replace(self, mixed=self.mixed.tasks[task])
+        """This target as it builds models of `task`: the task's own default precisions
+        ([default_precisions_for]) and [mixed] pair ([mixed.tasks.<task>]), where it has them."""
+        target = self
+        if task in self.task_defaults:
+            target = replace(target, default_precisions=self.task_defaults[task])
+        if self.mixed is not None and task in self.mixed.tasks:
+            target = replace(target, mixed=self.mixed.tasks[task])
+        return target
 
     def _precision(self, name: str) -> Precision:
         try:
@@ -194,15 +201,24 @@ def _parse(path: Path) -> Target:
             for name, p in data["precisions"].items()
         }
         defaults = tuple(data["default_precisions"])
-        unknown = [p for p in defaults if p not in precisions]
-        if unknown:
-            raise UserError(f"{path}: default_precisions names unknown precisions {unknown}")
+        task_defaults = {task: tuple(names) for task, names in data.get("default_precisions_for", {}).items()}
+        for where, names in [("default_precisions", defaults)] + [
+                (f"[default_precisions_for] {task}", names) for task, names in task_defaults.items()]:
+            unknown = [p for p in names if p not in precisions]
+            if unknown or not names:
+                raise UserError(f"{path}: {where} names unknown precisions {unknown}" if unknown
+                                else f"{path}: {where} is empty; name at least one of its precisions")
+        tasks = tuple(data.get("tasks", []))
+        stray = [t for t in task_defaults if t not in tasks]
+        if stray:
+            raise UserError(f"{path}: [default_precisions_for] names tasks the target does not build {stray}; "
+                            f"its tasks are {', '.join(tasks)}")
         return Target(
             name=data["name"], description=data.get("description", ""), format=data["format"],
             converter=data["converter"], runtime=data["runtime"],
             runtimes=tuple(data.get("runtimes", [data["runtime"]])), requires=tuple(data.get("requires", [])),
             install_hint=data.get("install_hint", ""), threads=int(data.get("threads", 1)),
-            default_precisions=defaults, tasks=tuple(data.get("tasks", [])), precisions=precisions,
+            default_precisions=defaults, task_defaults=task_defaults, tasks=tasks, precisions=precisions,
             device=data.get("device", {}), file=path, options=_options(path, data["name"], data.get("options", {})),
             mixed=_mixed(path, data.get("mixed"), precisions),
         )

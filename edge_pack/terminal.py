@@ -182,6 +182,8 @@ def targets_table(rows: list[dict]) -> Table:
         table.add_column(header)
     for row in rows:
         precisions = " ".join(f"[bold]{p}[/]" if p in row["default_precisions"] else p for p in row["precisions"])
+        precisions += "".join(f"\n{task}: [bold]{' '.join(names)}[/]"
+                              for task, names in row.get("default_precisions_for", {}).items())
         status = "[green]installed[/]" if not row["missing"] else f"[red]missing {', '.join(row['missing'])}[/] — {row['install_hint']}"
         here = row.get("runtimes_here", {})
         runtimes = "\n".join(f"{name} [red]not ready[/] — {'; '.join(missing)} (see edge-pack doctor)" if missing else

@@ -54,6 +54,48 @@ def test_every_declared_precision_builds_on_a_tiny_model(name, request, tmp_path
     assert len(built) >= len(TARGETS[name].precisions) - 1, skipped  # at most the odd one out
 
 
+DECODER_DEFAULTS = {n: t.task_defaults["text-generation"] for n, t in TARGETS.items()
+                    if "text-generation" in t.task_defaults}
+
+
+def test_a_decoder_without_precisions_gets_its_tasks_defaults(tiny_llama, topic_classifier):
+    """With no -p, a decoder is planned at [default_precisions_for] text-generation (no encoder precision such
+    as web's int8 or android's calibrated int8, which a decoder converter skips), an encoder at the defaults."""
+    from edge_pack.pipeline import plan
+    from edge_pack.source import load_source
+
+    assert set(DECODER_DEFAULTS) == {"web", "android", "ios"}  # pi's defaults are a decoder's already
+    targets = [TARGETS[name] for name in (*DECODER_DEFAULTS, "pi")]
+    decoder, _ = plan(load_source(str(tiny_llama)), targets, None)
+    assert decoder == {**{n: list(p) for n, p in DECODER_DEFAULTS.items()}, "pi": list(TARGETS["pi"].default_precisions)}
+    encoder, _ = plan(load_source(str(topic_classifier)), targets[:3], None)
+    assert encoder == {n: list(TARGETS[n].default_precisions) for n in DECODER_DEFAULTS}
+
+
+def test_android_builds_a_decoder_at_its_defaults(tiny_llama, tmp_path):
+    """Each android decoder default is built and validated through its prefill/decode signatures (web's and
+    ios's defaults are built by test_web_llm.py and test_phone_llm.py)."""
+    run = edge_pack("build", tiny_llama, "-t", "android", "-o", tmp_path / "b", "--json")
+    assert run.code == 0, run.stderr
+    manifest = run.json()
+    assert not manifest["rejected"], manifest["rejected"]
+    assert [a["precision"] for a in manifest["artifacts"]] == list(DECODER_DEFAULTS["android"])
+    assert all(a["validation"]["same_top1"] >= 0.9 for a in manifest["artifacts"]), manifest["artifacts"]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("table, words", [
+    ('text-classification = ["q2"]', ["[default_precisions_for] text-classification", "unknown precisions"]),
+    ('text-generation = ["q8"]', ["[default_precisions_for]", "text-generation", "its tasks are"]),
+    ('feature-extraction = []', ["[default_precisions_for] feature-extraction", "is empty"]),
+])
+def test_a_tasks_defaults_naming_what_the_target_lacks_are_refused(tmp_path, topic_classifier, table, words):
+    path = _own_target(tmp_path, f"\n[default_precisions_for]\n{table}\n")  # web-small builds no decoder
+    run = edge_pack("build", topic_classifier, "--target-file", path, "-t", "web-extra", "-o", tmp_path / "out")
+    assert_one_line_error(run, 2, str(path), *words)
+    assert not (tmp_path / "out").exists()
+
+
 def _own_target(tmp_path, extra: str, name: str = "web-extra", base=WEB_SMALL):
     path = tmp_path / f"{name}.toml"
     path.write_text(base.read_text().replace('name = "web-small"', f'name = "{name}"') + extra)
