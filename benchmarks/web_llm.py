@@ -51,8 +51,24 @@ def plain_pipeline(model_dir: Path, out: Path) -> Path:
     return out
 
 
-def q8_recipes(model_dir: Path, out: Path) -> list[tuple[str, str, Path]]:
-    """The q8 recipes measured against each other, each in its own Transformers.js folder."""
+# name: (the embedding/lm_head table: None = 8-bit like the layers, a float dtype, or "dynamic" for
+# quantize_dynamic's file; how the layers' 8-bit weights are computed: web_decoder.MATMULS[, their rounding])
+Q8_RECIPES = {
+    "nbits8, 8-bit table": (None, "nbits"),
+    "nbits8, fp32 table": ("float32", "nbits"),
+    "nbits8, fp16 table": ("float16", "nbits"),
+    "nbits8 accuracy_level=4, fp16 table": ("float16", "nbits-int8"),
+    "dequantized at load, fp16 table": ("float16", "dequantized"),
+    "dequantized at load, asymmetric": ("float16", "dequantized", {"symmetric": False}),
+    "dequantized at load, blocks of 16": ("float16", "dequantized", {"block": 16}),
+    "dynamic per-channel": ("dynamic", None),
+}
+SPEED_REFERENCE = "dynamic per-channel"  # decode rates are also shown as a ratio to this file's, same run
+
+
+def q8_recipes(model_dir: Path, out: Path, only: list[str] | None = None) -> list[tuple[str, str, Path]]:
+    """The q8 recipes measured against each other (all, or those named in `only`), each in its own
+    Transformers.js folder."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edge_pack.converters.web import _load, _save
@@ -62,9 +78,10 @@ def q8_recipes(model_dir: Path, out: Path) -> list[tuple[str, str, Path]]:
 
     export = decoder_onnx(load_source(str(model_dir)))
     found = []
-    for name, table in (("nbits8, 8-bit table", None), ("nbits8, fp32 table", "float32"),
-                        ("nbits8, fp16 table", "float16"), ("dynamic per-channel", "dynamic")):
-        folder = out / name.replace(" ", "_").replace(",", "")
+    for name, (table, matmul, *rounding) in Q8_RECIPES.items():
+        if only and name not in only:
+            continue
+        folder = out / name.replace(" ", "_").replace(",", "").replace("=", "")
         (folder / "onnx").mkdir(parents=True)
         copy_support_files(export, folder)
         target = folder / "onnx" / FILES["q8"]
@@ -77,7 +94,7 @@ def q8_recipes(model_dir: Path, out: Path) -> list[tuple[str, str, Path]]:
             for path in folder.glob("fp32.onnx*"):
                 path.unlink()
         else:
-            _save(quantize_decoder(_load(export / "model.onnx"), 8, table)[0], target)
+            _save(quantize_decoder(_load(export / "model.onnx"), 8, table, matmul, **(rounding or [{}])[0])[0], target)
         found.append(("q8 recipe", name, target))
     return found
 
@@ -100,6 +117,8 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=16, help="tokens compared with torch's")
     parser.add_argument("--bundle", type=Path, help="reuse (or keep) edge-pack's build here")
     parser.add_argument("--q8-recipes", action="store_true", help="compare the ways to make q8 instead")
+    parser.add_argument("--recipe", dest="recipes", action="append", choices=list(Q8_RECIPES),
+                        help="with --q8-recipes: only these (repeat; default all)")
     args = parser.parse_args()
 
     import edge_pack
@@ -128,7 +147,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.q8_recipes:
-            candidates = q8_recipes(model_dir, Path(tmp) / "recipes")
+            candidates = q8_recipes(model_dir, Path(tmp) / "recipes", args.recipes)
         else:
             bundle = args.bundle or Path(tmp) / "bundle"
             if not (bundle / "manifest.json").is_file():
@@ -140,8 +159,9 @@ def main() -> None:
         print(f"SmolLM2-135M-Instruct, {len(asks)} chat prompts, greedy, {args.new_tokens} new tokens; same: share of "
               f"answers whose first {args.first} tokens are torch fp32's; TTFT ms / decode tokens/s (1 thread)")
         print(f"{'pipeline':<10}{'precision':<20}{'size MB':>8}" + "".join(f"{r:>36}" for r in runtimes))
+        rates: dict[tuple[str, str], float] = {}  # (precision or recipe, runtime): decode tokens/s
         for pipeline, precision, path in candidates:
-            cells, partings = [], {}
+            cells, partings, peaks = [], {}, {}
             for runtime in runtimes:
                 try:
                     result = get_runner(runtime).run([path], [], None, RunOptions(warmup=0, runs=0,
@@ -156,11 +176,20 @@ def main() -> None:
                 ttft = np.median([a["first_token_ms"] for a in result.answers])
                 decode = np.median([a["decode_ms_per_token"] for a in result.answers if a["decode_ms_per_token"]])
                 cells.append(f"same {same:4.2f} {ttft:8.0f} ms {1000 / decode:6.1f} tok/s")
+                rates[precision, runtime] = 1000 / decode
                 partings[runtime] = [first_parting(r, f, lead, args.first) for r, f, lead in zip(reference, found, leads)]
+                peaks[runtime] = result.peak_rss_mb
             size = sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 1e6
             print(f"{pipeline:<10}{precision:<20}{size:>8.1f}" + "".join(f"{c:>36}" for c in cells), flush=True)
             for runtime, found in partings.items():
-                print(f"    same tokens per prompt on {runtime}: {' | '.join(found)}", flush=True)
+                peak = f" (peak RSS {peaks[runtime]:.0f} MB)" if peaks.get(runtime) else ""
+                print(f"    same tokens per prompt on {runtime}{peak}: {' | '.join(found)}", flush=True)
+        if args.q8_recipes and any(name == SPEED_REFERENCE for name, _ in rates):
+            print(f"\ndecode tokens/s as a ratio to {SPEED_REFERENCE}'s in this run (the machine is noisy):")
+            for name in dict.fromkeys(n for n, _ in rates):
+                print(f"  {name:<40}" + "".join(f"{r}: {rates[name, r] / rates[SPEED_REFERENCE, r]:5.2f}x   "
+                                               for r in runtimes if (name, r) in rates
+                                               and (SPEED_REFERENCE, r) in rates))
         print("\ntorch fp32 answers:")
         for prompt, tokens in zip(PROMPTS, reference):
             print(f"  {prompt!r} → {tokenizer.decode(tokens, skip_special_tokens=True)!r}")

@@ -4,6 +4,7 @@ Transformers.js in Node and in a real headless Chromium (WASM), token for token 
 generation. One build is shared by every test of this file."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -81,6 +82,10 @@ def test_every_precision_builds_in_the_transformers_js_layout(bundle):
     q8 = onnx.load(str(web / "onnx" / "model_quantized.onnx"), load_external_data=False)
     assert any(t.data_type == onnx.TensorProto.FLOAT16 and t.name.startswith("model.embed_tokens")
                for t in q8.graph.initializer)
+    # its layers' 8-bit weights are unpacked by constant ops onnxruntime folds at load (no MatMulNBits node)
+    assert "dequantized once at load" in recipes["q8"]["matmul"]
+    assert not any(n.op_type == "MatMulNBits" for n in q8.graph.node)
+    assert sum(t.data_type == onnx.TensorProto.UINT8 for t in q8.graph.initializer) == recipes["q8"]["quantized_nodes"]
     # The embedding is quantized too (its own table: the tiny Llama does not tie it to the lm_head).
     assert not recipes["q4"]["tied_embedding"]
     assert not any(n.op_type == "Gather" and n.input[0] == "model.embed_tokens.weight" for n in graph.graph.node)
@@ -255,3 +260,40 @@ def test_smollm2_q8_answers_as_torch_for_16_tokens_in_transformers_js(smollm2_we
     rate = np.mean([_first_difference(r, a) is None for r, a in zip(reference, q4f16)])
     print(f"SmolLM2 on {runtime}: same first {SMOL_TOKENS} tokens as torch: q8 {same}/{len(reference)}, "
           f"q4f16 {rate:.2f}")
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_q8_weights_dequantized_at_load_are_the_matmulnbits_weights(symmetric):
+    """decoder_matmul = "dequantized": the file keeps MatMulNBits' 8-bit bytes and scales, unpacked by plain
+    ops on constants (onnxruntime folds them once at load, so the matmuls run in float32) — the same
+    weights as the MatMulNBits file, so the same outputs; an input axis that is not a multiple of the
+    block (80 here) drops MatMulNBits' padding; asymmetric blocks read their zero points."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_pack.converters.web_decoder import quantize_decoder
+
+    rng = np.random.default_rng(1)
+    table, body = rng.normal(size=(256, 80)).astype(np.float32), rng.normal(size=(80, 80)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["hidden"], name="embed"),
+             helper.make_node("MatMul", ["hidden", "body"], ["mixed"], name="layer"),
+             helper.make_node("MatMul", ["mixed", "head"], ["logits"], name="lm_head")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 256])],
+                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(body, "body"),
+                               numpy_helper.from_array(table.T.copy(), "head")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    ids = np.array([[5, 17, 255]], dtype=np.int64)
+    logits, files = {}, {}
+    for matmul in ("nbits", "dequantized"):
+        quantized, recipe = quantize_decoder(copy.deepcopy(model), 8, "float16", matmul, symmetric=symmetric)
+        files[matmul] = quantized
+        session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+        logits[matmul] = session.run(None, {"input_ids": ids})[0]
+    ops = {n.op_type for n in files["dequantized"].graph.node}
+    assert "MatMulNBits" not in ops and "MatMul" in ops, ops
+    stored = [t for t in files["dequantized"].graph.initializer if t.data_type == TensorProto.UINT8]
+    # one byte a weight (K padded to 3 blocks of 32), and an asymmetric block's zero point
+    assert sorted(int(np.prod(t.dims)) for t in stored) == ([80 * 96] if symmetric else [80 * 3, 80 * 96])
+    np.testing.assert_allclose(logits["dequantized"], logits["nbits"], rtol=1e-5, atol=1e-4)
+    assert "dequantized once at load" in recipe["matmul"]

@@ -5,12 +5,16 @@ present.*, beside config.json, generation_config.json and the tokenizer files), 
 Where the weights go, per precision:
 - fp32: the export as it is. fp16: every float weight halved; inputs, outputs and the cache stay float32
   (keep_io_types), which is what Transformers.js feeds when the config names no other cache type.
-- q8: MatMulNBits (8 bits, blocks of 32, symmetric) on the MatMuls between the embedding and the lm_head;
-  the embedding table and the lm_head stay float, stored as float16 (targets/web.toml's decoder_table),
-  one table when tied. Measured on SmolLM2-135M (benchmarks/web_llm.py): quantizing the table too lost a
-  prompt's 16 greedy tokens and was no faster in onnxruntime-web (its 8-bit MatMulNBits kernel is slow);
-  quantize_dynamic (MatMulInteger, per-channel) decodes ~7x faster there but quantizes the activations and
-  kept no prompt's 16 tokens.
+- q8: MatMulNBitsQuantizer's 8-bit weights (blocks of 32, symmetric) on the MatMuls between the embedding
+  and the lm_head, stored as its bytes and scales and dequantized by plain ops onnxruntime folds once at
+  load, so the matmuls run in float32 (targets/web.toml's decoder_matmul); the embedding table and the
+  lm_head stay float, stored as float16 (decoder_table), one table when tied. Measured on SmolLM2-135M
+  (benchmarks/web_llm.py --q8-recipes): the MatMulNBits node itself has no 8-bit kernel in onnxruntime-web's
+  WASM or at its default accuracy on x64, so it dequantizes every weight at every call (0.21x the decode
+  rate of quantize_dynamic's MatMulInteger file in Chromium, 0.14x in Node); dequantized at load it is
+  0.92x / 0.55x with the same tokens; accuracy_level=4 (int8 activations) is 0.86x in Node but keeps one
+  prompt fewer there and stays slow in WASM; quantizing the table too lost a prompt's 16 greedy tokens;
+  quantize_dynamic quantizes the activations and kept no prompt's 16 tokens.
 - q4: the same with 4 bits, and the embedding table stored the same way (looked up with plain ops: the
   browser has no GatherBlockQuantized kernel). When the model
   ties its embedding to its lm_head (SmolLM2 does), both read ONE quantized table: the file holds it once,
@@ -95,8 +99,9 @@ class DecoderConverter(contracts.Converter):
                 recipe = {"method": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True}
             else:
                 graph = copy.deepcopy(self._fp16_graph()) if precision == "q4f16" else _load(self.fp32)
-                table = self.target.precision(precision).settings.get("decoder_table")
-                model, recipe = quantize_decoder(graph, BITS[precision], table)
+                settings = self.target.precision(precision).settings
+                model, recipe = quantize_decoder(graph, BITS[precision], settings.get("decoder_table"),
+                                                 settings.get("decoder_matmul", "nbits"))
                 _save(model, out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
@@ -216,18 +221,20 @@ def _materialise_tied_head(model, table_name: str) -> bool:
     return False
 
 
-def quantize_decoder(model, bits: int, float_table: str | None = None):
+def quantize_decoder(model, bits: int, float_table: str | None = None, matmul: str = "nbits", *,
+                     symmetric: bool = True, block: int = BLOCK):
     """MatMulNBits on every constant MatMul and an embedding table stored the same way; a tied embedding
     reads the lm_head's quantized table. With float_table ("float16" or "float32") the embedding table and
-    the lm_head stay float instead (one table when tied, stored at that dtype and computed in float32).
-    Returns the model and its recipe."""
+    the lm_head stay float instead (one table when tied, stored at that dtype and computed in float32), and
+    `matmul` (MATMULS) says how the layers' quantized weights are computed (and `symmetric`, `block` how they
+    are rounded: the benchmark's alternatives). Returns the model and its recipe."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     gather = _embedding(model)
     if gather is None:
         raise ConversionError("no embedding lookup (Gather on the input_ids) found in the exported decoder")
     if float_table:
-        return _quantize_body(model, bits, float_table)
+        return _quantize_body(model, bits, float_table, matmul, symmetric, block)
     table_name = gather.input[0]
     tied = _materialise_tied_head(model, table_name)
     config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
@@ -256,14 +263,30 @@ def quantize_decoder(model, bits: int, float_table: str | None = None):
     return model, recipe
 
 
-def _quantize_body(model, bits: int, dtype: str):
+# How the layers' quantized weights are computed (q8 decoders; targets/web.toml decoder_matmul):
+MATMULS = {
+    # MatMulNBits at its default accuracy level: float32 compute. Without a kernel for it (8 bits on x64,
+    # any width in onnxruntime-web's WASM) onnxruntime dequantizes the whole weight at every call.
+    "nbits": "MatMulNBits (float32 compute)",
+    # accuracy_level=4: the activations rounded to int8 per block too; onnxruntime's x64 int8 kernel (Node).
+    "nbits-int8": "MatMulNBits accuracy_level=4 (int8 compute where onnxruntime has the kernel)",
+    # The same stored bytes dequantized by plain ops onnxruntime folds once at load (Cast, Sub, Mul, Reshape,
+    # Transpose of constants), then float32 MatMul: float weights in memory, 8-bit ones in the file.
+    "dequantized": "MatMul on the weights dequantized once at load (float32 compute)",
+}
+
+
+def _quantize_body(model, bits: int, dtype: str, matmul: str = "nbits", symmetric: bool = True, block: int = BLOCK):
     """MatMulNBits on the constant MatMuls between the embedding and the lm_head; the table (shared by a
     tied lm_head) stays float, stored as `dtype` and cast to float32 where it is read."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
+    if matmul not in MATMULS:
+        raise ConversionError(f"decoder_matmul is one of {', '.join(MATMULS)}, not {matmul!r}")
     tied = share_tied_table(model)
     head = _lm_head(model)
-    config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, bits=bits,
+                                          accuracy_level=4 if matmul == "nbits-int8" else None,
                                           op_types_to_quantize=("MatMul",))
     quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=[head.name] if head else [])
     quantizer.process()
@@ -276,12 +299,55 @@ def _quantize_body(model, bits: int, dtype: str):
         tables = {gather.input[0]} | ({head.input[1]} if head is not None and head.input[1] in _initializers(model) else set())
         for name in tables:
             _store_as_float16(model, name)
+    if matmul == "dequantized":
+        for node in nodes:
+            _dequantize_at_load(model, node)
     recipe = {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
-              "bits": bits, "block_size": BLOCK, "symmetric": True, "op_types": ["MatMul"],
+              "bits": bits, "block_size": block, "symmetric": symmetric, "op_types": ["MatMul"],
+              "matmul": MATMULS[matmul],
               "quantized_nodes": len(nodes), "embedding": f"{dtype} table, looked up with Gather",
               "lm_head": f"MatMul on the {dtype} table (computed in float32)", "tied_embedding": tied,
               "shared_table": tied}
     return model, recipe
+
+
+def _dequantize_at_load(model, node) -> None:
+    """Replace an 8-bit MatMulNBits by a float32 MatMul whose weight is its own stored bytes, scales (and zero
+    points) unpacked with plain ops on constants only, which onnxruntime's constant folding computes once
+    when the session loads (DequantizeLinear would not do: onnxruntime fuses DequantizeLinear + MatMul back
+    into MatMulNBits). Same weights as the MatMulNBits node, to the bit; 8 bits only (a byte a weight)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs["bits"] != 8:
+        raise ConversionError(f"{node.name}: only 8-bit MatMulNBits is dequantized at load")
+    inits = _initializers(model)
+    k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
+    blocks = inits[node.input[1]].dims[1]  # (N, blocks, block) bytes, the last block padded
+    scale_type = helper.tensor_dtype_to_np_dtype(inits[node.input[2]].data_type)
+    p = lambda suffix: f"{node.name}_w_{suffix}"  # noqa: E731
+    consts = {p("zero"): np.array(128, dtype=scale_type), p("scale_shape"): np.array([n, blocks, 1], dtype=np.int64),
+              p("rows"): np.array([n, blocks * block], dtype=np.int64), p("start"): np.array([0], dtype=np.int64),
+              p("k"): np.array([k], dtype=np.int64), p("axis"): np.array([1], dtype=np.int64)}
+    elem = helper.np_dtype_to_tensor_dtype(scale_type)
+    nodes = [helper.make_node("Cast", [node.input[1]], [p("values")], to=elem)]
+    if len(node.input) > 3 and node.input[3]:  # asymmetric: a zero point a block (N, blocks), else 128
+        nodes += [helper.make_node("Cast", [node.input[3]], [p("zero_flat")], to=elem),
+                  helper.make_node("Reshape", [p("zero_flat"), p("scale_shape")], [p("zero")])]
+        del consts[p("zero")]
+    nodes += [
+        helper.make_node("Sub", [p("values"), p("zero")], [p("centred")]),
+        helper.make_node("Reshape", [node.input[2], p("scale_shape")], [p("scales")]),
+        helper.make_node("Mul", [p("centred"), p("scales")], [p("blocks")]),
+        helper.make_node("Reshape", [p("blocks"), p("rows")], [p("padded")]),
+        helper.make_node("Slice", [p("padded"), p("start"), p("k"), p("axis")], [p("nk")]),  # drop the padding
+        helper.make_node("Transpose", [p("nk")], [p("kn")], perm=[1, 0]),
+        helper.make_node("MatMul", [node.input[0], p("kn")], list(node.output), name=node.name),
+    ]
+    model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
+    index = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for offset, new in enumerate(nodes):
+        new.name = new.name or f"{node.name}_w_{offset}"
+        model.graph.node.insert(index + offset, new)
 
 
 def _store_as_float16(model, name: str) -> None:
