@@ -1,6 +1,7 @@
 """Mixed precision on the android target (LiteRT), side by side with the uniform candidates of the same run:
 - MiniLM (all-MiniLM-L6-v2, the demo model): full-integer int8 layers with the ones int8 activations break left
-  float (the feature-extraction pair of targets/android.toml), beside uniform full-integer int8;
+  float (the feature-extraction pair of targets/android.toml), beside uniform full-integer int8 and int8-a16
+  (int16 activations);
 - EfficientNet-Lite0 (the entry point benchmarks/efficientnet_lite0.py, the photo crops of ios_mixed.py): 4-bit weights with the sensitive layers at fp16,
   beside uniform fp16, dynamic-int8 and int4 (fp32 too: bench compares an entry point's rows with it).
 
@@ -99,7 +100,8 @@ def main() -> None:
         if "minilm" in args.model:
             demo = ROOT / "examples" / "demo" / "eval.jsonl"
             (tmp / "minilm").mkdir()
-            run("MiniLM-L6", "demo", ["fp32", "fp16", "dynamic-int8", "int8", "int4"], args.minilm_floor, demo, demo, tmp / "minilm", args)
+            run("MiniLM-L6", "demo", ["fp32", "fp16", "dynamic-int8", "int8", "int8-a16", "int4"], args.minilm_floor,
+                demo, demo, tmp / "minilm", args)
         if "cnn" in args.model:
             import numpy as np
 

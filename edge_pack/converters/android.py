@@ -142,22 +142,37 @@ class Converter(contracts.Converter):
 
     @makes("int8")
     def _int8(self, out: Path) -> dict:
-        from ai_edge_quantizer import qtyping, recipe
+        recipe = self._static("int8", out)
+        return {"method": "ai_edge_quantizer static_wi8_ai8 config on all ops (+ int8 embedding tables)",
+                "weights": "int8 per channel", "activations": "int8, ranges calibrated (min/max)", **recipe}
+
+    @makes("int8-a16")
+    def _int8_a16(self, out: Path) -> dict:
+        recipe = self._static("int8-a16", out)
+        return {"method": "ai_edge_quantizer static_wi8_ai16 config on all ops (a16w8; + int8 embedding tables)",
+                "weights": "int8 per channel",
+                "activations": "int16, ranges calibrated (min/max); LiteRT's 16x8 integer kernels", **recipe}
+
+    def _static(self, level: str, out: Path) -> dict:
+        """Every op at a calibrated static level (android_layers: min/max ranges; ops on an uncalibratable
+        tensor, an attention mask's finfo.min, stay float), checked to be integer where it computes."""
+        from ai_edge_quantizer import quantizer
+        from .android_layers import calibrate, configure, keep_unranged_float
 
         if self.calibration is None:
-            raise NotApplicable(f"full-integer int8 needs calibration data; {CALIBRATION_HINT}")
-        quantizer = self._quantizer(recipe.static_wi8_ai8())
-        # The embedding table of a text model is looked up, not multiplied: int8 weights, like every other.
-        quantizer.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.EMBEDDING_LOOKUP,
-                                         num_bits=8)
-        key = next(iter(_interpreter(self.fp32).get_signature_list()))
-        calibration = quantizer.calibrate({key: self.calibration["feeds"]}, num_threads=1)
-        self._quantize(quantizer, out, "INT8", calibration)
+            raise NotApplicable(f"{level} (calibrated activations) needs calibration data; {CALIBRATION_HINT}")
+        if "ranges" not in self.calibration:
+            key = next(iter(_interpreter(self.fp32).get_signature_list()))
+            self.calibration["ranges"] = calibrate(self.fp32, key, self.calibration["feeds"])
+        q = quantizer.Quantizer(str(self.fp32))
+        configure(q, level, ".*", [])  # a static level sets every op type alike
+        kept = keep_unranged_float(q, self.fp32, self.calibration["ranges"])
+        self._quantize(q, out, "INT8", self.calibration["ranges"])
         floats = _float_compute(out)
         if floats:
-            raise ConversionError(f"int8 is not full-integer: {', '.join(floats)} still compute in float")
-        return {"method": "ai_edge_quantizer recipe static_wi8_ai8 (+ int8 embedding tables)",
-                "weights": "int8 per channel", "activations": "int8, ranges calibrated",
+            raise ConversionError(f"{level} is not full-integer: {', '.join(floats)} still compute in float")
+        return {"float_ops": _float_ops(out),
+                **({"float_unranged_ops": len(kept)} if kept else {}),
                 "calibration": {k: v for k, v in self.calibration.items() if k not in ("feeds", "ranges")}}
 
     # -------------------------------------------------------------------------------------- per layer
@@ -175,15 +190,16 @@ class Converter(contracts.Converter):
         return layers(self.fp32, {p: self.target.precisions[p].bits for p in (mixed.low, mixed.high)})
 
     def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
-        from .android_layers import calibrate, quantize_layers
+        from .android_layers import STATIC, calibrate, quantize_layers
 
         shipped = out is None
         out = self.dir / self.target.mixed_precision().file if shipped else out
         out.parent.mkdir(parents=True, exist_ok=True)
-        if "int8" in levels.values() and self.calibration is None:
+        static = bool(set(STATIC) & set(levels.values()))
+        if static and self.calibration is None:
             raise NotApplicable(f"a mix with full-integer int8 layers needs calibration data; {CALIBRATION_HINT}")
         with captured():
-            if "int8" in levels.values() and "ranges" not in self.calibration:
+            if static and "ranges" not in self.calibration:
                 key = next(iter(_interpreter(self.fp32).get_signature_list()))
                 self.calibration["ranges"] = calibrate(self.fp32, key, self.calibration["feeds"])
             recipe = quantize_layers(self.fp32, levels, out, (self.calibration or {}).get("ranges"))
@@ -196,7 +212,7 @@ class Converter(contracts.Converter):
         self._write_io()
         calibration = {k: v for k, v in (self.calibration or {}).items() if k not in ("feeds", "ranges")}
         return Built([out], {"file": out.relative_to(self.dir).as_posix(), **recipe, "io": io, "runtime": runtime,
-                             **({"calibration": calibration} if "int8" in levels.values() else {})})
+                             **({"calibration": calibration} if static else {})})
 
     # ---------------------------------------------------------------------------------------- helpers
 
@@ -402,6 +418,18 @@ def _float_compute(path: Path) -> list[str]:
             if name in COMPUTE_OPS and any(types[t.type].startswith("FLOAT") for t in tensors):
                 found.add(name)
     return sorted(found)
+
+
+def _float_ops(path: Path) -> list[str]:
+    """Op types that still compute in float (their output is float; DEQUANTIZE, which makes float inputs for
+    the model's float outputs, and CAST aside)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    ops, types = _names(schema.BuiltinOperator), _names(schema.TensorType)
+    model = _model(path)
+    return sorted({ops[model.operatorCodes[op.opcodeIndex].builtinCode] for graph in model.subgraphs
+                   for op in graph.operators if types[graph.tensors[op.outputs[0]].type].startswith("FLOAT")}
+                  - {"DEQUANTIZE", "CAST"})
 
 
 def describe_io(path: Path, signature: dict) -> dict:

@@ -11,12 +11,18 @@ itself and the query projection beside it).
 
 Per precision, the layer's ops get what the uniform precision gives the whole model (converters/android.py):
 - int8: static int8 weights and activations (calibrated; embedding tables int8 weight-only);
+- int8-a16: static int8 weights with int16 activations (ai-edge-quantizer's a16w8, LiteRT's 16x8 kernels):
+  still integer compute, for the ops whose int8 activations break a transformer (MiniLM's residual stream,
+  LayerNorm and the projection writing into it); SQUARED_DIFFERENCE has no int16 config in the quantizer's
+  policy and stays float;
 - int4: 4-bit weights where ai-edge-quantizer's policy (default_policy.py, checked through
   algorithm_manager.check_op_quantization_config) allows them for the op type: blocks of 32 with dynamic range
   (FULLY_CONNECTED, EMBEDDING_LOOKUP: LiteRT's 4-bit kernels), else per channel weight-only (CONV_2D:
   dequantized to float at load); int8 dynamic where it allows no 4 bits (DEPTHWISE_CONV_2D);
 - dynamic-int8: int8 weights, activations quantized on the fly by the runtime;
-- fp16: float16 weights; fp32: float (no entry)."""
+- fp16: float16 weights; fp32: float (no entry).
+At the static levels an op reading or writing a tensor that calibration gave no range stays float (see
+unranged()): Hugging Face's attention mask, whose finfo.min the calibrator ignores."""
 from __future__ import annotations
 
 import re
@@ -26,7 +32,8 @@ from pathlib import Path
 
 from ..contracts import Layer
 
-LEVELS = ("int8", "int4", "dynamic-int8", "fp16", "fp32")
+LEVELS = ("int8", "int8-a16", "int4", "dynamic-int8", "fp16", "fp32")
+STATIC = ("int8", "int8-a16")  # calibrated activations
 
 
 def _module(part: str) -> str:
@@ -109,11 +116,11 @@ def layers(path: Path, bits: dict[str, float]) -> list[Layer]:
     """The layers of the fp32 .tflite at `path`, with their stored bytes as float and at each precision
     (`bits`: precision -> nominal bits per weight; estimates for ranking, the built file is measured). Layers
     without weights (an activation, a LayerNorm's ops) are listed only when a level quantizes activations
-    (int8): at every other level they stay float whatever the mix says."""
+    (int8, int8-a16): at every other level they stay float whatever the mix says."""
     found = []
     for name, entry in modules(path).items():
         n = sum(entry["weights"].values())
-        if not n and "int8" not in bits:
+        if not n and not set(STATIC) & set(bits):
             continue
         kind = name.rsplit("/", 1)[-1].split("_", 1)[0].lower()  # the torch module class: linear, layernorm...
         stored = {p: int(sum(w * _bits(p, op, b) for op, w in entry["weights"].items()) / 8) for p, b in bits.items()}
@@ -125,16 +132,16 @@ def _regex(scopes: list[str]) -> str:
     return "^(?:" + "|".join(re.escape(s) for s in scopes) + ")$"
 
 
-def _configure(quantizer, level: str, regex: str, ops_with_weights) -> None:
+def configure(quantizer, level: str, regex: str, ops_with_weights) -> None:
     """The recipe entries that put the ops matching `regex` (their weighted op types `ops_with_weights`) at
     `level`."""
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
     ops, blocks = qtyping.TFLOperationName, qtyping.QuantGranularity.BLOCKWISE_32
-    if level == "int8":
-        quantizer.add_static_config(regex=regex, operation_name=ops.ALL_SUPPORTED, activation_num_bits=8,
-                                    weight_num_bits=8)
+    if level in STATIC:
+        quantizer.add_static_config(regex=regex, operation_name=ops.ALL_SUPPORTED, weight_num_bits=8,
+                                    activation_num_bits=16 if level == "int8-a16" else 8)
         quantizer.add_weight_only_config(regex=regex, operation_name=ops.EMBEDDING_LOOKUP, num_bits=8)
     elif level == "int4":  # weight-only int8 where no 4 bits: dynamic-range activations cost a CNN's depthwise convs
         quantizer.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
@@ -153,15 +160,62 @@ def _configure(quantizer, level: str, regex: str, ops_with_weights) -> None:
 
 
 def calibrate(path: Path, signature: str, feeds: list[dict]) -> dict:
-    """Ranges of every tensor of the fp32 graph, once (static int8 over all ops): each mix reuses them."""
-    from ai_edge_quantizer import quantizer, recipe
+    """Ranges of every tensor of the fp32 graph, once (static int8 over all ops): each mix reuses them.
+    Quantizer.calibrate keeps a moving average of the samples' minima and maxima (weight 0.95 on the past),
+    which clips the outlier channels of a transformer's residual stream that sentences after the first reach;
+    the calibrator's own min_max_update keeps each tensor's whole range (MiniLM with every op at int8:
+    cosine 0.36 -> 0.53; benchmarks/android_int8_ops.py)."""
+    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
 
-    return quantizer.Quantizer(str(path), recipe.static_wi8_ai8()).calibrate({signature: feeds}, num_threads=1)
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    found = calibrator.Calibrator(str(path), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+    found.calibrate({signature: feeds}, manager)
+    return found.get_model_qsvs()
+
+
+def unranged(path: Path, ranges: dict) -> list[tuple[str, str]]:
+    """(scope, op type) of the ops that read or write a float tensor calibration gave no range (min == max):
+    the calibrator ignores values beyond ±3e38 (naive_min_max_quantize.min_max_calibrate's valid_range), so
+    the finfo.min a Hugging Face attention mask adds reads as [0, 0] and would quantize to zero, attending
+    every padding token (MiniLM: cosine 0.68 with only the mask ops at int8, the rest float). Those ops stay
+    float."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    model = tfl_flatbuffer_utils.read_model(str(path))
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+    def empty(index: int) -> bool:
+        tensor = graph.tensors[index] if index >= 0 else None
+        if tensor is None or tensor.type != schema.TensorType.FLOAT32 or model.buffers[tensor.buffer].data is not None:
+            return False
+        found = ranges.get(tensor.name.decode())
+        return found is not None and bool(np.all(np.asarray(found["min"]) == np.asarray(found["max"])))
+
+    return [(tfl_flatbuffer_utils.get_op_scope(op, graph.tensors), names[model.operatorCodes[op.opcodeIndex].builtinCode])
+            for op in graph.operators if any(empty(i) for i in list(op.inputs) + list(op.outputs))]
+
+
+def keep_unranged_float(quantizer, path: Path, ranges: dict) -> list[tuple[str, str]]:
+    """Recipe entries (added last, so that they win) keeping the unranged() ops float, by scope and op type
+    (an attention block's scale MUL shares its mask ADD's scope); returns them."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    found = sorted(set(unranged(path, ranges)))
+    for scope, kind in found:
+        quantizer.update_quantization_recipe(_regex([scope]), qtyping.TFLOperationName(kind),
+                                             algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return found
 
 
 def quantize_layers(path: Path, levels: dict[str, str], out: Path, ranges: dict | None) -> dict:
     """Write the fp32 .tflite at `path` to `out` with each named layer at its level; returns the recipe.
-    `ranges`: calibrate()'s, needed when a layer is at int8."""
+    `ranges`: calibrate()'s, needed when a layer is at int8 or int8-a16."""
     from ai_edge_quantizer import quantizer
 
     found = modules(path)
@@ -170,8 +224,9 @@ def quantize_layers(path: Path, levels: dict[str, str], out: Path, ranges: dict 
         raise ValueError(f"no such layer or level: {unknown or sorted(set(levels.values()) - set(LEVELS))}")
     q = quantizer.Quantizer(str(path))
     for name, level in levels.items():
-        _configure(q, level, _regex(found[name]["scopes"]), [op for op, n in found[name]["weights"].items() if n])
-    static = any(level == "int8" for level in levels.values())
+        configure(q, level, _regex(found[name]["scopes"]), [op for op, n in found[name]["weights"].items() if n])
+    static = any(level in STATIC for level in levels.values())
+    kept = keep_unranged_float(q, path, ranges) if static else []
     if not q.get_quantization_recipe():  # every layer float: the fp32 graph itself
         out.write_bytes(path.read_bytes())
     else:
@@ -183,4 +238,5 @@ def quantize_layers(path: Path, levels: dict[str, str], out: Path, ranges: dict 
     return {"method": "per layer: ai_edge_quantizer recipe entries with a regex on each torch module's op scopes",
             "layers": {**{k: v for k, v in counts.items() if v and k != "fp32"},
                        "float": len(found) - sum(counts.values()) + counts["fp32"]},
-            **({"int4_kept_at_int8": eight} if eight else {})}  # no 4-bit config in the quantizer's policy
+            **({"int4_kept_at_int8": eight} if eight else {}),  # no 4-bit config in the quantizer's policy
+            **({"float_unranged_ops": len(kept)} if kept else {})}
