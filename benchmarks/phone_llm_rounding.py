@@ -1,22 +1,35 @@
-"""Why 8-bit phone decoders lose SmolLM2's greedy answers: torch fp32 against torch with its weights rounded
-as the phone recipes round them (symmetric int8, one scale per output row as LiteRT's weight-only-int8 and
-Core ML's int8, or per block of 32 as Core ML's int8-block32 and llama.cpp's q8_0), component by component
-(all linear weights and the tied embedding/lm_head table, the blocks only, the table only). No converter or
-runtime is involved: if a phone file's rows match these, the loss is the rounding, not the toolchain.
-The rounding is written out here (a few lines) because it is the experiment, not a shipped recipe.
+"""Why 8-bit phone decoders lose SmolLM2's greedy answers, and which 8-bit rounding keeps them: torch fp32
+against torch with its weights rounded as the phone recipes round them (symmetric int8, one scale per output
+row as LiteRT's weight-only-int8 and Core ML's int8, or per block of 32 as Core ML's int8-block32 and
+llama.cpp's q8_0), component by component (linear weights of the blocks, the tied embedding/lm_head table,
+attention or MLP kept float), and as the other roundings ai-edge-quantizer offers at 8 bits per channel:
+Hadamard-rotated input axis (its hadamard_rotation), activations rounded on the fly (dynamic-int8, with
+and without the rotation), and GPTQ (its gptq.py: each column's rounding error pushed onto the columns not
+yet rounded, through the inverse Hessian of the float inputs, calibrated on tests/smollm2.py's 30 task
+prompts, none of them measured here). No converter or runtime is involved: if a phone file's rows match
+these, the loss is the rounding, not the toolchain. The roundings are written out here (a few lines each)
+because they are the experiment, not a shipped recipe (the shipped ones are ai-edge-quantizer's own).
 
-Run: nice -n 10 .venv/bin/python benchmarks/phone_llm_rounding.py (prints same top-1 over the 348 positions
-of benchmarks/phone_llm.py and the tokens agreeing per prompt, of up to 24)."""
-import sys, copy
-import numpy as np, torch
+Run: nice -n 10 .venv/bin/python benchmarks/phone_llm_rounding.py [VARIANT ...] (prints same top-1 over the
+348 positions of benchmarks/phone_llm.py, the answers keeping torch's first 16 tokens, the tokens agreeing
+per prompt of up to 24, and torch's logit margin at each first difference; about 30 s a variant, GPTQ ones
+a few minutes)."""
+import copy
+import re
+import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests")); sys.path.insert(0, str(ROOT / "benchmarks"))
-from web_llm import PROMPTS, chat_row
-import smollm2
-from edge_pack import decoder_check
-from edge_pack.generation import Prompter, torch_answers
-from transformers import AutoTokenizer
+from web_llm import PROMPTS, chat_row  # noqa: E402
+import smollm2  # noqa: E402
+from edge_pack import decoder_check  # noqa: E402
+from edge_pack.generation import Prompter, torch_answers  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
 d = smollm2.smollm2()
 tok = AutoTokenizer.from_pretrained(d)
 pr = Prompter(tok, max_new_tokens=24, support_dir=d)
@@ -25,32 +38,173 @@ base = decoder_check.load_torch(d)
 greedy = [a.tokens for a in torch_answers(base, asks)]
 seqs = [a.prompt + g for a, g in zip(asks, greedy)]
 ref = [decoder_check.torch_logits(base, s) for s in seqs]
-def q(w, bits=8, block=None):
+
+
+def ch(w, bits=8):
     m = 2 ** (bits - 1) - 1
-    if block:
-        r = w.reshape(w.shape[0], -1, block)
-        s = r.abs().amax(-1, keepdim=True) / m
-        return (torch.round(r / s).clamp(-m, m) * s).reshape(w.shape)
     s = w.abs().amax(1, keepdim=True) / m
     return torch.round(w / s).clamp(-m, m) * s
-def variant(emb, blocks, block=None, bits=8):
+
+
+def blk(w, block=32):
+    r = w.reshape(w.shape[0], -1, block)
+    s = r.abs().amax(-1, keepdim=True) / 127
+    return (torch.round(r / s).clamp(-127, 127) * s).reshape(w.shape)
+
+
+def f16(w):
+    return w.half().float()
+
+
+def hadamard(n):
+    h = torch.tensor([[1.]])
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / np.sqrt(n)
+
+
+def had(w):
+    """ai-edge-quantizer's Hadamard rotation: the largest power of 2 dividing the input axis (64 for 576,
+    512 for 1536), block-diagonal; the rotated weights rounded per channel, rotated back."""
+    n = int(np.gcd(w.shape[1], 2 ** 30))
+    h = hadamard(n)
+    q = ch((w.reshape(-1, n) @ h).reshape(w.shape))
+    return (q.reshape(-1, n) @ h.T).reshape(w.shape)
+
+
+def act_q(x):
+    """Per-token asymmetric int8, as LiteRT's hybrid (dynamic-range) kernels round a float input."""
+    lo, hi = x.amin(-1, keepdim=True).clamp(max=0), x.amax(-1, keepdim=True).clamp(min=0)
+    s = (hi - lo).clamp(min=1e-12) / 255
+    z = torch.round(-128 - lo / s)
+    return (torch.round(x / s + z).clamp(-128, 127) - z) * s
+
+
+def dynamic(mdl, rotate: bool):
+    """Every Linear's input rounded on the fly (after the Hadamard rotation its weights got, if `rotate`)."""
+    for mod in mdl.modules():
+        if isinstance(mod, torch.nn.Linear):
+            k = int(np.gcd(mod.in_features, 2 ** 30))
+            h = hadamard(k)
+
+            def pre(m, args, h=h, k=k):
+                x = args[0]
+                if not rotate:
+                    return (act_q(x),)
+                return ((act_q((x.reshape(-1, k) @ h).reshape(x.shape)).reshape(-1, k) @ h.T).reshape(x.shape),)
+            mod.register_forward_pre_hook(pre)
+    return mdl
+
+
+HESSIANS = {}
+
+
+def hessians() -> dict:
+    """2/N XᵀX of each Linear's float input over the calibration prompts, as gptq.calibrate collects them."""
+    if HESSIANS:
+        return HESSIANS
+    calib = [pr.ask(chat_row(i, r["prompt"])).prompt for i, r in enumerate(smollm2.task_rows())]
+    sums, counts, hooks = {}, {}, []
+    for n, mod in base.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            def pre(m, args, n=n):
+                x = args[0].reshape(-1, args[0].shape[-1]).double()
+                sums[n] = sums.get(n, 0) + x.T @ x
+                counts[n] = counts.get(n, 0) + x.shape[0]
+            hooks.append(mod.register_forward_pre_hook(pre))
+    with torch.no_grad():
+        for ids in calib:
+            base(input_ids=torch.tensor([ids]))
+    for h in hooks:
+        h.remove()
+    HESSIANS.update({n: 2.0 / counts[n] * sums[n] for n in sums})
+    return HESSIANS
+
+
+def gptq(w, h, blocksize=64):
+    """gptq._apply_gptq at 8 bits per channel: per-row min/max scales, columns rounded in order, each error
+    spread over the later columns by the Cholesky factor of the damped inverse Hessian."""
+    w = w.double().clone()
+    scale = (w.abs().amax(1) / 127)
+    d = torch.diag(h).clone()
+    d[d == 0] = 1.0
+    h = h.clone()
+    h.diagonal().copy_(d + 0.01 * d.mean())
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.zeros_like(w)
+    for b0 in range(0, w.shape[1], blocksize):
+        b1 = min(b0 + blocksize, w.shape[1])
+        wb, err = w[:, b0:b1].clone(), torch.zeros(w.shape[0], b1 - b0, dtype=w.dtype)
+        for i in range(b1 - b0):
+            c = b0 + i
+            q[:, c] = torch.round(wb[:, i] / scale).clamp(-127, 127) * scale
+            err[:, i] = (wb[:, i] - q[:, c]) / hinv[c, c]
+            wb[:, i + 1:] -= torch.outer(err[:, i], hinv[c, c + 1:b1])
+        w[:, b1:] -= err @ hinv[b0:b1, b1:]
+    return q.float()
+
+
+def by_gptq(name):
+    return lambda w: gptq(w, hessians()[name])
+
+
+def layer(n):
+    m = re.search(r"layers\.(\d+)\.", n)
+    return int(m.group(1)) if m else None
+
+
+# name → (rounding of a block's Linear by its name, of the tied table ("embed"), extras). None: kept float.
+VARIANTS = {
+    "fp16-all": (lambda n: f16, f16, {}),
+    "ch8-all": (lambda n: ch, ch, {}),
+    "ch8-blocks-only": (lambda n: ch, None, {}),
+    "ch8-emb-only": (lambda n: None, ch, {}),
+    "blk32-8-all": (lambda n: blk, blk, {}),
+    "blk32-8-blocks-only": (lambda n: blk, None, {}),
+    "ch8-attention-float": (lambda n: None if "self_attn" in n else ch, ch, {}),
+    "ch8-mlp-float": (lambda n: None if "mlp" in n else ch, ch, {}),
+    "ch8-v-o-float": (lambda n: None if re.search(r"[vo]_proj", n) else ch, ch, {}),
+    "ch8-first2-last2-float": (lambda n: None if layer(n) < 2 or layer(n) > 27 else ch, ch, {}),
+    "hadamard8-all": (lambda n: had, had, {}),
+    "dynamic8-all": (lambda n: ch, ch, {"dynamic": False}),
+    "dynamic8-hadamard-all": (lambda n: had, had, {"dynamic": True}),
+    "gptq8-all": (by_gptq, ch, {}),
+    "gptq8-blocks-fp16-table": (by_gptq, f16, {}),
+    "gptq8-blocks-gptq8-lm_head": (by_gptq, ch, {"head": lambda w: gptq(w, hessians()["lm_head"])}),
+}
+
+
+def variant(blocks, table, extras):
     mdl = copy.deepcopy(base)
     with torch.no_grad():
         for n, mod in mdl.named_modules():
-            if isinstance(mod, torch.nn.Linear) and n != "lm_head" and blocks:
-                mod.weight.copy_(q(mod.weight, bits, block))
-        if emb:
+            rounding = blocks(n) if isinstance(mod, torch.nn.Linear) and n != "lm_head" else None
+            if rounding:
+                mod.weight.copy_(rounding(mod.weight))
+        if "head" in extras:  # the lm_head rounded on its own: untied from the looked-up table
+            mdl.lm_head.weight = torch.nn.Parameter(extras["head"](mdl.lm_head.weight.detach().clone()))
+        if table:
             e = mdl.model.embed_tokens.weight
-            e.copy_(q(e, bits, block))
+            e.copy_(table(e))
+    if "dynamic" in extras:
+        dynamic(mdl, extras["dynamic"])
     return mdl
+
+
 def pref(r, f):
     return next((i for i, (a, b) in enumerate(zip(r, f)) if a != b), min(len(r), len(f)))
-for name, kw in [("ch8-all", dict(emb=True, blocks=True)), ("ch8-blocks-only", dict(emb=False, blocks=True)),
-                 ("ch8-emb-only", dict(emb=True, blocks=False)), ("blk32-8-all", dict(emb=True, blocks=True, block=32)),
-                 ("blk32-8-blocks-only", dict(emb=False, blocks=True, block=32))]:
-    m = variant(**kw)
+
+
+for name in sys.argv[1:] or VARIANTS:
+    m = variant(*VARIANTS[name])
     found = [a.tokens for a in torch_answers(m, asks)]
     top1 = np.mean([decoder_check.agreement(r, decoder_check.torch_logits(m, s)).same_top1 for r, s in zip(ref, seqs)])
     p = [pref(r, f) for r, f in zip(greedy, found)]
+    gaps = []
+    for r, f, a, s in zip(greedy, found, asks, seqs):
+        i = pref(r, f)
+        row = decoder_check.torch_logits(base, s[:len(a.prompt) + i])[-1] if i < min(len(r), len(f)) else None
+        gaps.append("—" if row is None else f"{row[r[i]] - row[f[i]]:.2f}")
     same = decoder_check.same_sequence_rate(greedy, found, 16)
-    print(f"{name:<22} same top-1 {top1:.3f}  same 16 {same:.2f}  tokens agreeing per prompt {p}", flush=True)
+    print(f"{name:<28} same top-1 {top1:.3f}  same 16 {round(same * len(asks))}/{len(asks)}  tokens agreeing per "
+          f"prompt {p}  torch's margin at the first difference [{', '.join(gaps)}]", flush=True)
