@@ -49,3 +49,51 @@ def test_auto_below_ios_18_is_a_one_line_error(tmp_path):
     run = edge_pack("build", models.digits_classifier(), "-t", "ios", "-p", "auto", "-c", tmp_path / "edge-pack.toml",
                     "-o", tmp_path / "bundle")
     assert_one_line_error(run, 2, "--min-ios 18")
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_fp16(digits_cnn_dir, tmp_path_factory):
+    """The ios converter of the digits CNN (a 16->32 conv of 4608 weights, a 512->10 head of 5120) and its
+    fp16 program."""
+    import sys
+
+    from edge_pack.contracts import BuildOptions
+    from edge_pack.converters.ios import Converter
+    from edge_pack.source import load_source
+    from edge_pack.targets import get_target
+
+    sys.path.insert(0, str(digits_cnn_dir))
+    converter = Converter(load_source("digits_cnn:factory"), get_target("ios"), tmp_path_factory.mktemp("ioscnn"),
+                          BuildOptions(target_options={"min_ios": 18}))
+    return converter, converter._converted("fp16")
+
+
+def test_a_grouped_lut_is_fitted_to_a_channel_count_the_group_does_not_divide(digits_cnn_fp16):
+    # coremltools only warns and leaves fp16 a weight whose output channels are not a multiple of group_size
+    # (the head's 10 classes for groups of 16); ios_layers gives it the largest group that divides them (2)
+    from edge_pack.converters.ios import WEIGHT_THRESHOLD, select_weights, weight_storage
+    from edge_pack.converters.ios_layers import compress_layers
+
+    _, model = digits_cnn_fp16
+    grouped = {"compress": {"method": "palettize", "mode": "kmeans", "nbits": 4, "granularity": "per_grouped_channel",
+                            "group_size": 16}}
+    chosen = select_weights(model, False)
+    compressed, _ = compress_layers(model, dict.fromkeys(chosen, "g16"), {"g16": grouped}, WEIGHT_THRESHOLD)
+    assert weight_storage(compressed).get("lut4") == 4608 + 5120
+
+
+def test_palettize4_channel_stores_every_chosen_weight_at_4_bits(digits_cnn_fp16):
+    converter, _ = digits_cnn_fp16
+    built = converter.convert("palettize4-channel")
+    assert built.recipe["weights"].get("lut4") == 4608 + 5120
+
+
+def test_the_mix_is_compared_with_uniform_candidates_on_its_own_inputs():
+    # a uniform candidate's quality on the search's inputs decides, not its build-time validation
+    from edge_pack.mixed import NOT_SMALLER, SMALLER, Floor, Trial, _outcome
+
+    floor = Floor(0.95, None, "the floor")
+    best = Trial(frozenset({"a"}), 300, {}, 0.97, True)
+    int4 = {"precision": "int4", "bytes": 200, "validation": {"top1_agreement": 1.0}}
+    assert _outcome(MIXED, best, [{**int4, "quality": 0.22}], floor, "logits", "it", 4)["outcome"] == SMALLER
+    assert _outcome(MIXED, best, [{**int4, "quality": 0.96}], floor, "logits", "it", 4)["outcome"] == NOT_SMALLER

@@ -16,7 +16,7 @@ from ..contracts import Layer
 def layers(model, weights: dict[str, str], bits: dict[str, int]) -> list[Layer]:
     """The weight consts `weights` (op name -> kind, from ios.select_weights) with their stored bytes as
     fp16 and at each precision (`bits`: precision -> its declared bits per weight), estimated from the weight count."""
-    sizes = {name: int(np.prod(shape)) for name, shape in _shapes(model, weights).items()}
+    sizes = {name: int(np.prod(shape)) for name, (shape, _) in _weights(model, weights).items()}
     return [Layer(name, kind, sizes[name], {"float": 2 * sizes[name],
                                             **{p: sizes[name] * b // 8 for p, b in bits.items()}})
             for name, kind in weights.items()]
@@ -26,17 +26,11 @@ def compress_layers(model, levels: dict[str, str], settings: dict[str, dict], th
     """`model` with each named const compressed by its level's compress recipe; returns (model, counts)."""
     import coremltools.optimize.coreml as cto
 
-    shapes = _shapes(model, levels)
+    found = _weights(model, levels)
     by_method: dict[str, dict] = {}
     for name, level in levels.items():
-        recipe = dict(settings[level]["compress"])
+        recipe = _fitted(dict(settings[level]["compress"]), *found[name])
         method = recipe.pop("method")
-        if recipe.get("granularity") == "per_block" and len(shapes[name]) >= 2:
-            # coremltools skips, leaving it fp16, a weight whose input axis (1 for conv and linear weights) is
-            # not a multiple of block_size (_config.py: "the op will be skipped"): EfficientNet-Lite0's
-            # depthwise convs (1 input channel) and its 40/80/112-channel inputs, 13 % of its weights. The
-            # largest block that divides the axis (at most the recipe's) keeps such a weight at 4 bits.
-            recipe["block_size"] = math.gcd(int(recipe["block_size"]), int(shapes[name][1]))
         make = cto.OpLinearQuantizerConfig if method == "linear" else cto.OpPalettizerConfig
         by_method.setdefault(method, {})[name] = make(**recipe, weight_threshold=threshold)
     for method, configs in sorted(by_method.items()):
@@ -46,8 +40,27 @@ def compress_layers(model, levels: dict[str, str], settings: dict[str, dict], th
     return model, counts
 
 
-def _shapes(model, names) -> dict[str, tuple]:
+def _fitted(recipe: dict, shape: tuple, axes: tuple) -> dict:
+    """The recipe with its block or group fitted to this weight. coremltools skips, leaving it fp16, a weight
+    whose axis is not a multiple of the block (per_block, along the input axis: _config.py "the op will be
+    skipped") or of the group (per_grouped_channel, along the output axis: _quantization_passes.py "Can't
+    perform palettization" is only a warning). EfficientNet-Lite0: the depthwise convs (1 input channel),
+    the 40/80/112-channel inputs (13 % of its weights) and the 24/40-channel and 1000-class outputs. The
+    largest block or group that divides the axis (at most the recipe's) keeps such a weight compressed."""
+    input_axis, output_axis = axes  # the ones coremltools picks for this weight's op
+    if recipe.get("granularity") == "per_block" and input_axis is not None and len(shape) >= 2:
+        recipe["block_size"] = math.gcd(int(recipe["block_size"]), int(shape[input_axis]))
+    if recipe.get("granularity") == "per_grouped_channel" and output_axis is not None:
+        recipe["group_size"] = math.gcd(int(recipe["group_size"]), int(shape[output_axis]))
+    return recipe
+
+
+def _weights(model, names) -> dict[str, tuple]:
+    """Each named const's shape and its (input, output) channel axes as coremltools' compression picks them
+    (optimize._utils.select_input_output_channel_axis: 1 and 0 for conv and linear, by transpose for matmul)."""
     from coremltools.models.utils import _apply_graph_pass
+    from coremltools.optimize._utils import select_input_output_channel_axis
 
     program = _apply_graph_pass(model, [], return_pymil_prog=True)
-    return {op.name: tuple(op.outputs[0].shape) for op in program.functions["main"].operations if op.name in names}
+    return {op.name: (tuple(op.outputs[0].shape), select_input_output_channel_axis(op))
+            for op in program.functions["main"].operations if op.name in names}
