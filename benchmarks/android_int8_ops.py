@@ -137,8 +137,8 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="timed runs for each candidate's p50")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     args = parser.parse_args()
-    from ai_edge_quantizer import quantizer, recipe
     from edge_pack.quiet import captured
 
     with captured():
@@ -147,6 +147,25 @@ def main() -> None:
     print(f"MiniLM-L6 on LiteRT (ai-edge-quantizer recipe entries), {len(bench.feeds)} demo sentences, "
           f"{len(bench.ops)} ops; {len(bench.unranged)} ops read or write a tensor calibration gave no range "
           f"(the attention mask): {sorted({k for _, k in bench.unranged})}")
+    if 1 in args.steps:
+        calibration(bench, header)
+    if 2 in args.steps:
+        print("2. one op group at int8, every other op float\n" + header)
+        for group in GROUPS:
+            bench.row(group, bench.build(None, [(group, "int8")]))
+    if 3 in args.steps:
+        print("3. every op at int16 activations (a16w8), one group back at int8\n" + header)
+        bench.row("none (all int16)", bench.build("int16", []))
+        for group in GROUPS:  # SQUARED_DIFFERENCE has no int16 config: at "int16" it is float
+            bench.row(f"{group} at int8", bench.build("int16", [(group, "int8")]))
+    if 4 in args.steps:
+        candidates(bench, header)
+
+
+def calibration(bench: Bench, header: str) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+    from edge_pack.quiet import captured
+
     print("1. calibration, every op at int8 (the mask ops too)\n" + header)
     with captured():
         average = quantizer.Quantizer(str(bench.fp32), recipe.static_wi8_ai8()).calibrate(
@@ -154,24 +173,22 @@ def main() -> None:
     bench.row("Quantizer.calibrate (moving average of min/max)", bench.build("int8", [], average, mask_float=False))
     bench.row("min_max_update (edge-pack)", bench.build("int8", [], mask_float=False))
     bench.row("min_max_update, the mask ops float", bench.build("int8", []))
-    print("2. one op group at int8, every other op float\n" + header)
-    for group in GROUPS:
-        bench.row(group, bench.build(None, [(group, "int8")]))
-    print("3. every op at int16 activations (a16w8), one group back at int8\n" + header)
-    bench.row("none (all int16)", bench.build("int16", []))
-    for group in GROUPS:  # SQUARED_DIFFERENCE has no int16 config: at "int16" it is float
-        bench.row(f"{group} at int8", bench.build("int16", [(group, "int8")]))
+
+
+def candidates(bench: Bench, header: str) -> None:
+    from edge_pack.quiet import captured
+
     print("4. candidates\n" + header)
     bench.row("fp32", bench.fp32, timed=True)
     for precision in ("int8", "int8-a16"):
-        out = bench.tmp / "bundle" / f"{precision}.tflite"
+        out = bench.tmp / f"{precision}.tflite"
         with captured():
             recipe_found = bench.converter.maker(precision)(out)
         bench.row(f"{precision} (edge-pack; float: {', '.join(recipe_found['float_ops'])})"[:58], out, timed=True)
     sensitive = ["FFN output projection", "residual adds", "LayerNorm ops", "the output's last add"]
-    bench.row("int8, int16 on " + ", ".join(sensitive)[:40], bench.build("int8", [(g, "int16") for g in sensitive]),
-              timed=True)
-    bench.row("int16, int8 on q/k/v, attention ops, attention output",
+    bench.row("int8; int16 on FFN output, residual adds, LayerNorm, last add",
+              bench.build("int8", [(g, "int16") for g in sensitive]), timed=True)
+    bench.row("int16; int8 on q/k/v, attention ops, attention output",
               bench.build("int16", [(g, "int8") for g in ("attention q/k/v projections",
                                                           "attention ops (matmuls, softmax)",
                                                           "attention output projection")]), timed=True)
