@@ -38,7 +38,8 @@ def _save(model, out: Path) -> None:
 class Converter(contracts.Converter):
     DECODER = "edge_pack.converters.web_decoder:DecoderConverter"  # with its KV cache
     # read by the decoder half only: the float dtype q8 keeps the table at, how its 8-bit matmuls compute
-    SETTINGS = ("decoder_table", "decoder_matmul")
+    # and whether their blocks have zero points
+    SETTINGS = ("decoder_table", "decoder_matmul", "decoder_symmetric")
     PER_LAYER = True  # web_layers.py: MatMuls and the embedding table one by one
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):

@@ -5,16 +5,17 @@ present.*, beside config.json, generation_config.json and the tokenizer files), 
 Where the weights go, per precision:
 - fp32: the export as it is. fp16: every float weight halved; inputs, outputs and the cache stay float32
   (keep_io_types), which is what Transformers.js feeds when the config names no other cache type.
-- q8: MatMulNBitsQuantizer's 8-bit weights (blocks of 32, symmetric) on the MatMuls between the embedding
-  and the lm_head, stored as its bytes and scales and dequantized by plain ops onnxruntime folds once at
-  load, so the matmuls run in float32 (targets/web.toml's decoder_matmul); the embedding table and the
-  lm_head stay float, stored as float16 (decoder_table), one table when tied. Measured on SmolLM2-135M
-  (benchmarks/web_llm.py --q8-recipes): the MatMulNBits node itself has no 8-bit kernel in onnxruntime-web's
-  WASM or at its default accuracy on x64, so it dequantizes every weight at every call (0.21x the decode
-  rate of quantize_dynamic's MatMulInteger file in Chromium, 0.14x in Node); dequantized at load it is
-  0.92x / 0.55x with the same tokens; accuracy_level=4 (int8 activations) is 0.86x in Node but keeps one
-  prompt fewer there and stays slow in WASM; quantizing the table too lost a prompt's 16 greedy tokens;
-  quantize_dynamic quantizes the activations and kept no prompt's 16 tokens.
+- q8: MatMulNBitsQuantizer's 8-bit weights (blocks of 32, a zero point each: decoder_symmetric) on the
+  MatMuls between the embedding and the lm_head, stored as its bytes, scales and zero points and dequantized
+  by plain ops onnxruntime folds once at load, so the matmuls run in float32 (targets/web.toml's
+  decoder_matmul); the embedding table and the lm_head stay float, stored as float16 (decoder_table), one
+  table when tied. Measured on SmolLM2-135M (benchmarks/web_llm.py --q8-recipes): the MatMulNBits node itself
+  has no 8-bit kernel in onnxruntime-web's WASM or at its default accuracy on x64, so it dequantizes every
+  weight at every call (0.15-0.21x the decode rate of quantize_dynamic's MatMulInteger file in Chromium and
+  Node); dequantized at load it is 0.9-2.4x, with the same tokens, at the cost of float32 weights in memory;
+  accuracy_level=4 (int8 activations) is fast in Node but keeps one prompt fewer there and stays slow in
+  WASM; zero points keep 5/6 prompts' 16 greedy tokens where symmetric blocks keep 4/6; quantizing the table
+  too lost a prompt; quantize_dynamic quantizes the activations and kept no prompt's 16 tokens.
 - q4: the same with 4 bits, and the embedding table stored the same way (looked up with plain ops: the
   browser has no GatherBlockQuantized kernel). When the model
   ties its embedding to its lm_head (SmolLM2 does), both read ONE quantized table: the file holds it once,
@@ -101,7 +102,8 @@ class DecoderConverter(contracts.Converter):
                 graph = copy.deepcopy(self._fp16_graph()) if precision == "q4f16" else _load(self.fp32)
                 settings = self.target.precision(precision).settings
                 model, recipe = quantize_decoder(graph, BITS[precision], settings.get("decoder_table"),
-                                                 settings.get("decoder_matmul", "nbits"))
+                                                 settings.get("decoder_matmul", "nbits"),
+                                                 symmetric=settings.get("decoder_symmetric", True))
                 _save(model, out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
@@ -312,36 +314,45 @@ def _quantize_body(model, bits: int, dtype: str, matmul: str = "nbits", symmetri
 
 
 def _dequantize_at_load(model, node) -> None:
-    """Replace an 8-bit MatMulNBits by a float32 MatMul whose weight is its own stored bytes, scales (and zero
-    points) unpacked with plain ops on constants only, which onnxruntime's constant folding computes once
+    """Replace an 8-bit MatMulNBits by a float32 MatMul whose weight is unpacked from the node's own bytes,
+    scales (and zero points) by plain ops on constants, which onnxruntime's constant folding computes once
     when the session loads (DequantizeLinear would not do: onnxruntime fuses DequantizeLinear + MatMul back
-    into MatMulNBits). Same weights as the MatMulNBits node, to the bit; 8 bits only (a byte a weight)."""
+    into MatMulNBits). Same weights as the MatMulNBits node, to the bit; 8 bits only (a byte a weight).
+    The bytes are only laid out again, as (blocks, block, N) int8 (uint8 with zero points), so the fold is
+    Cast, Mul by the (blocks, 1, N) scales, Reshape to (K, N): each folded step holds a float32 copy of the
+    weight until the session is built, so fewer steps mean a lower peak at load."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if attrs["bits"] != 8:
         raise ConversionError(f"{node.name}: only 8-bit MatMulNBits is dequantized at load")
     inits = _initializers(model)
     k, n, block = attrs["K"], attrs["N"], attrs["block_size"]
-    blocks = inits[node.input[1]].dims[1]  # (N, blocks, block) bytes, the last block padded
-    scale_type = helper.tensor_dtype_to_np_dtype(inits[node.input[2]].data_type)
+    stored = numpy_helper.to_array(inits[node.input[1]])  # (N, blocks, block), the last block padded past K
+    scales = numpy_helper.to_array(inits[node.input[2]])
+    blocks = stored.shape[1]
+    zeros = numpy_helper.to_array(inits[node.input[3]]) if len(node.input) > 3 and node.input[3] else None
+    values = stored.transpose(1, 2, 0)  # (blocks, block, N)
+    if zeros is None:  # symmetric: zero point 128, so the int8 value is the byte minus 128 (exactly)
+        values = (values.astype(np.int16) - 128).astype(np.int8)
     p = lambda suffix: f"{node.name}_w_{suffix}"  # noqa: E731
-    consts = {p("zero"): np.array(128, dtype=scale_type), p("scale_shape"): np.array([n, blocks, 1], dtype=np.int64),
-              p("rows"): np.array([n, blocks * block], dtype=np.int64), p("start"): np.array([0], dtype=np.int64),
-              p("k"): np.array([k], dtype=np.int64), p("axis"): np.array([1], dtype=np.int64)}
-    elem = helper.np_dtype_to_tensor_dtype(scale_type)
-    nodes = [helper.make_node("Cast", [node.input[1]], [p("values")], to=elem)]
-    if len(node.input) > 3 and node.input[3]:  # asymmetric: a zero point a block (N, blocks), else 128
-        nodes += [helper.make_node("Cast", [node.input[3]], [p("zero_flat")], to=elem),
-                  helper.make_node("Reshape", [p("zero_flat"), p("scale_shape")], [p("zero")])]
-        del consts[p("zero")]
-    nodes += [
-        helper.make_node("Sub", [p("values"), p("zero")], [p("centred")]),
-        helper.make_node("Reshape", [node.input[2], p("scale_shape")], [p("scales")]),
-        helper.make_node("Mul", [p("centred"), p("scales")], [p("blocks")]),
-        helper.make_node("Reshape", [p("blocks"), p("rows")], [p("padded")]),
-        helper.make_node("Slice", [p("padded"), p("start"), p("k"), p("axis")], [p("nk")]),  # drop the padding
-        helper.make_node("Transpose", [p("nk")], [p("kn")], perm=[1, 0]),
-        helper.make_node("MatMul", [node.input[0], p("kn")], list(node.output), name=node.name),
-    ]
+    consts = {p("values"): np.ascontiguousarray(values),
+              p("scales"): np.ascontiguousarray(scales.reshape(n, blocks).T.reshape(blocks, 1, n)),
+              p("shape"): np.array([blocks * block, n], dtype=np.int64)}
+    elem = helper.np_dtype_to_tensor_dtype(scales.dtype)
+    nodes = [helper.make_node("Cast", [p("values")], [p("float")], to=elem)]
+    if zeros is not None:  # kept a byte each (a float32 one would add 3 bytes a block to the file)
+        consts[p("zeros")] = np.ascontiguousarray(zeros.reshape(n, -1)[:, :blocks].T.reshape(blocks, 1, n))
+        nodes += [helper.make_node("Cast", [p("zeros")], [p("zero_float")], to=elem),
+                  helper.make_node("Sub", [p("float"), p("zero_float")], [p("centred")])]
+    nodes += [helper.make_node("Mul", [nodes[-1].output[0], p("scales")], [p("blocks")]),
+              helper.make_node("Reshape", [p("blocks"), p("shape")], [p("kn")])]
+    if blocks * block != k:  # drop MatMulNBits' padding rows
+        consts |= {p("start"): np.array([0], dtype=np.int64), p("k"): np.array([k], dtype=np.int64),
+                   p("axis"): np.array([0], dtype=np.int64)}
+        nodes.append(helper.make_node("Slice", [p("kn"), p("start"), p("k"), p("axis")], [p("kn_unpadded")]))
+    nodes.append(helper.make_node("MatMul", [node.input[0], nodes[-1].output[0]], list(node.output), name=node.name))
+    for name in node.input[1:4]:
+        if name and sum(name in other.input for other in model.graph.node) == 1:
+            model.graph.initializer.remove(inits[name])
     model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
     index = list(model.graph.node).index(node)
     model.graph.node.remove(node)
