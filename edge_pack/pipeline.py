@@ -155,9 +155,7 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
     with step_usage() as export_usage, deadline(options.timeout_s, f"exporting {source.name} for {target.name}"):
         converter = converter_for(target)(source, target, target_dir, options)
         support = converter.support_files()
-    notes = list(converter.notes)  # what the user should know (e.g. little calibration data)
-    for note in notes:
-        bar.note(f"[yellow]![/] {target.name}: {note}")
+    shown = _show_notes(bar, target.name, converter.notes, 0)
     artifacts, rejected = [], []
     for name in sorted(precisions, key=lambda p: p == AUTO):  # a mix last: it is compared with the uniform ones
         bar.step(f"{target.name}: building {name}")
@@ -191,12 +189,22 @@ def _build_target(source: SourceModel, target: Target, precisions: list[str], wo
         else:
             artifacts.append({**_artifact(target, name, files, work, built.recipe, check),
                               "build": usage})
+        shown = _show_notes(bar, target.name, converter.notes, shown)  # a precision may have added one
         bar.advance()
     support += converter.finish()
+    notes = list(converter.notes)
     meta = {"description": target.description, "format": target.format, "runtime": target.runtime,
             "device": target.device, "export": export_usage, "files": [file_entry(p, work) for p in support],
             **converter.meta, **({"notes": notes} if notes else {})}
     return {"artifacts": artifacts, "rejected": rejected, "meta": meta}
+
+
+def _show_notes(bar, target: str, notes: list[str], shown: int) -> int:
+    """Show the converter's notes after the first `shown` (what the user should know, e.g. little calibration
+    data); returns how many are shown now."""
+    for note in notes[shown:]:
+        bar.note(f"[yellow]![/] {target}: {note}")
+    return len(notes)
 
 
 def _remove_empty_folders(root: Path) -> None:

@@ -300,3 +300,29 @@ def test_q8_weights_dequantized_at_load_are_the_matmulnbits_weights(symmetric):
         ([(96 * 80, TensorProto.INT8)] if symmetric else [(3 * 80, TensorProto.UINT8), (96 * 80, TensorProto.UINT8)])
     np.testing.assert_allclose(logits["dequantized"], logits["nbits"], rtol=1e-5, atol=1e-4)
     assert "dequantized once at load" in recipe["matmul"]
+
+
+def test_q8_layers_too_big_to_hold_as_float32_stay_matmulnbits():
+    """decoder_dequantized_max_mb: a decoder whose layers would take more float32 memory than the page can
+    hold once dequantized keeps the MatMulNBits node (slower, 8-bit in memory), and its recipe says why."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge_pack.converters.web_decoder import quantize_decoder
+
+    rng = np.random.default_rng(2)
+    table, body = rng.normal(size=(256, 64)).astype(np.float32), rng.normal(size=(64, 64)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["hidden"], name="embed"),
+             helper.make_node("MatMul", ["hidden", "body"], ["mixed"], name="layer"),
+             helper.make_node("MatMul", ["mixed", "head"], ["logits"], name="lm_head")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 256])],
+                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(body, "body"),
+                               numpy_helper.from_array(table.T.copy(), "head")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    layer_mb = 64 * 64 * 4 / 1e6  # the one layer's weight as float32
+    for limit, kept in ((layer_mb * 2, False), (layer_mb / 2, True)):
+        quantized, recipe = quantize_decoder(copy.deepcopy(model), 8, "float16", "dequantized",
+                                             dequantized_max_mb=limit)
+        assert any(n.op_type == "MatMulNBits" for n in quantized.graph.node) == kept, limit
+        assert recipe["float32_layers_mb"] == round(layer_mb, 1)
+        assert ("dequantized_max_mb" in recipe) == kept and ("MatMulNBits" in recipe["matmul"]) == kept

@@ -103,7 +103,13 @@ class DecoderConverter(contracts.Converter):
                 settings = self.target.precision(precision).settings
                 model, recipe = quantize_decoder(graph, BITS[precision], settings.get("decoder_table"),
                                                  settings.get("decoder_matmul", "nbits"),
-                                                 symmetric=settings.get("decoder_symmetric", True))
+                                                 symmetric=settings.get("decoder_symmetric", True),
+                                                 dequantized_max_mb=settings.get("decoder_dequantized_max_mb"))
+                if "dequantized_max_mb" in recipe:
+                    self.notes.append(
+                        f"{precision}: the layers' weights would take {recipe['float32_layers_mb']:.0f} MB as float32 "
+                        f"once loaded (over decoder_dequantized_max_mb = {recipe['dequantized_max_mb']:g}), so they "
+                        "stay 8-bit MatMulNBits: it fits the page's memory but decodes ~5x slower in onnxruntime-web")
                 _save(model, out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
@@ -224,19 +230,20 @@ def _materialise_tied_head(model, table_name: str) -> bool:
 
 
 def quantize_decoder(model, bits: int, float_table: str | None = None, matmul: str = "nbits", *,
-                     symmetric: bool = True, block: int = BLOCK):
+                     symmetric: bool = True, block: int = BLOCK, dequantized_max_mb: float | None = None):
     """MatMulNBits on every constant MatMul and an embedding table stored the same way; a tied embedding
     reads the lm_head's quantized table. With float_table ("float16" or "float32") the embedding table and
     the lm_head stay float instead (one table when tied, stored at that dtype and computed in float32), and
     `matmul` (MATMULS) says how the layers' quantized weights are computed (and `symmetric`, `block` how they
-    are rounded: the benchmark's alternatives). Returns the model and its recipe."""
+    are rounded: the benchmark's alternatives); "dequantized" only while those weights, once float32, stay
+    within `dequantized_max_mb` (else MatMulNBits). Returns the model and its recipe."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     gather = _embedding(model)
     if gather is None:
         raise ConversionError("no embedding lookup (Gather on the input_ids) found in the exported decoder")
     if float_table:
-        return _quantize_body(model, bits, float_table, matmul, symmetric, block)
+        return _quantize_body(model, bits, float_table, matmul, symmetric, block, dequantized_max_mb)
     table_name = gather.input[0]
     tied = _materialise_tied_head(model, table_name)
     config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
@@ -278,7 +285,8 @@ MATMULS = {
 }
 
 
-def _quantize_body(model, bits: int, dtype: str, matmul: str = "nbits", symmetric: bool = True, block: int = BLOCK):
+def _quantize_body(model, bits: int, dtype: str, matmul: str = "nbits", symmetric: bool = True, block: int = BLOCK,
+                   dequantized_max_mb: float | None = None):
     """MatMulNBits on the constant MatMuls between the embedding and the lm_head; the table (shared by a
     tied lm_head) stays float, stored as `dtype` and cast to float32 where it is read."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
@@ -301,16 +309,25 @@ def _quantize_body(model, bits: int, dtype: str, matmul: str = "nbits", symmetri
         tables = {gather.input[0]} | ({head.input[1]} if head is not None and head.input[1] in _initializers(model) else set())
         for name in tables:
             _store_as_float16(model, name)
+    float_mb = sum(_attrs(n)["K"] * _attrs(n)["N"] for n in nodes) * 4 / 1e6  # the layers' weights as float32
+    fallback = matmul == "dequantized" and dequantized_max_mb is not None and float_mb > dequantized_max_mb
+    if fallback:  # float32 weights in memory would not fit a page: the slower kernel on the 8-bit bytes
+        matmul = "nbits"
     if matmul == "dequantized":
         for node in nodes:
             _dequantize_at_load(model, node)
     recipe = {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
               "bits": bits, "block_size": block, "symmetric": symmetric, "op_types": ["MatMul"],
-              "matmul": MATMULS[matmul],
+              "matmul": MATMULS[matmul], "float32_layers_mb": round(float_mb, 1),
+              **({"dequantized_max_mb": dequantized_max_mb} if fallback else {}),
               "quantized_nodes": len(nodes), "embedding": f"{dtype} table, looked up with Gather",
               "lm_head": f"MatMul on the {dtype} table (computed in float32)", "tied_embedding": tied,
               "shared_table": tied}
     return model, recipe
+
+
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _dequantize_at_load(model, node) -> None:
@@ -321,7 +338,7 @@ def _dequantize_at_load(model, node) -> None:
     The bytes are only laid out again, as (blocks, block, N) int8 (uint8 with zero points), so the fold is
     Cast, Mul by the (blocks, 1, N) scales, Reshape to (K, N): each folded step holds a float32 copy of the
     weight until the session is built, so fewer steps mean a lower peak at load."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = _attrs(node)
     if attrs["bits"] != 8:
         raise ConversionError(f"{node.name}: only 8-bit MatMulNBits is dequantized at load")
     inits = _initializers(model)
