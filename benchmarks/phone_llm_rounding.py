@@ -7,8 +7,9 @@ Hadamard-rotated input axis (its hadamard_rotation), activations rounded on the 
 and without the rotation), and GPTQ (its gptq.py: each column's rounding error pushed onto the columns not
 yet rounded, through the inverse Hessian of the float inputs, calibrated on tests/smollm2.py's 30 task
 prompts, none of them measured here). No converter or runtime is involved: if a phone file's rows match
-these, the loss is the rounding, not the toolchain. The roundings are written out here (a few lines each)
-because they are the experiment, not a shipped recipe (the shipped ones are ai-edge-quantizer's own).
+these, the loss is the rounding, not the toolchain. Per-channel and per-block rounding are written out here
+(a few lines each: they are the experiment); the Hadamard matrix and GPTQ are ai-edge-quantizer's own functions
+(hadamard_rotation._make_hadamard_matrix, gptq._apply_gptq), applied to torch's weights.
 
 Run: nice -n 10 .venv/bin/python benchmarks/phone_llm_rounding.py [VARIANT ...] (prints same top-1 over the
 348 positions of benchmarks/phone_llm.py, the answers keeping torch's first 16 tokens, the tokens agreeing
@@ -29,6 +30,9 @@ import smollm2  # noqa: E402
 from edge_pack import decoder_check  # noqa: E402
 from edge_pack.generation import Prompter, torch_answers  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
+from ai_edge_quantizer import qtyping  # noqa: E402
+from ai_edge_quantizer.algorithms.uniform_quantize import gptq as gptq_algorithm  # noqa: E402
+from ai_edge_quantizer.algorithms.uniform_quantize import hadamard_rotation, uniform_quantize_tensor  # noqa: E402
 
 d = smollm2.smollm2()
 tok = AutoTokenizer.from_pretrained(d)
@@ -57,10 +61,8 @@ def f16(w):
 
 
 def hadamard(n):
-    h = torch.tensor([[1.]])
-    while h.shape[0] < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return h / np.sqrt(n)
+    """ai-edge-quantizer's own Hadamard matrix (normalised), as a torch tensor."""
+    return torch.from_numpy(hadamard_rotation._make_hadamard_matrix(n)).float()
 
 
 def had(w):
@@ -121,27 +123,17 @@ def hessians() -> dict:
     return HESSIANS
 
 
-def gptq(w, h, blocksize=64):
-    """gptq._apply_gptq at 8 bits per channel: per-row min/max scales, columns rounded in order, each error
-    spread over the later columns by the Cholesky factor of the damped inverse Hessian."""
-    w = w.double().clone()
-    scale = (w.abs().amax(1) / 127)
-    d = torch.diag(h).clone()
-    d[d == 0] = 1.0
-    h = h.clone()
-    h.diagonal().copy_(d + 0.01 * d.mean())
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    q = torch.zeros_like(w)
-    for b0 in range(0, w.shape[1], blocksize):
-        b1 = min(b0 + blocksize, w.shape[1])
-        wb, err = w[:, b0:b1].clone(), torch.zeros(w.shape[0], b1 - b0, dtype=w.dtype)
-        for i in range(b1 - b0):
-            c = b0 + i
-            q[:, c] = torch.round(wb[:, i] / scale).clamp(-127, 127) * scale
-            err[:, i] = (wb[:, i] - q[:, c]) / hinv[c, c]
-            wb[:, i + 1:] -= torch.outer(err[:, i], hinv[c, c + 1:b1])
-        w[:, b1:] -= err @ hinv[b0:b1, b1:]
-    return q.float()
+def gptq(w, h):
+    """ai-edge-quantizer's own GPTQ (gptq._apply_gptq) at 8 bits per channel: per-row min/max scales,
+    columns rounded in order, each error spread over the later columns by the inverse Hessian."""
+    w = w.detach().numpy().astype(np.float32)
+    scale = (np.abs(w).max(1, keepdims=True) / 127).astype(np.float32)
+    params = qtyping.UniformQuantParams(num_bits=8, quantized_dimension=0, scale=scale, symmetric=True,
+                                        zero_point=np.zeros_like(scale, dtype=np.int32))
+    config = qtyping.TensorQuantizationConfig(num_bits=8, symmetric=True,
+                                              granularity=qtyping.QuantGranularity.CHANNELWISE)
+    done = gptq_algorithm._apply_gptq(w, params, {"hessian": h.numpy().astype(np.float32)}, config)
+    return torch.from_numpy(uniform_quantize_tensor.uniform_dequantize(done.quantized_data, done)).float()
 
 
 def by_gptq(name):
