@@ -263,19 +263,12 @@ def test_smollm2_q8_answers_as_torch_for_16_tokens_in_transformers_js(smollm2_we
           f"q4f16 {rate:.2f}")
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_q8_weights_dequantized_at_load_are_the_matmulnbits_weights(symmetric):
-    """decoder_matmul = "dequantized": the file keeps MatMulNBits' 8-bit bytes and scales, unpacked by plain
-    ops on constants (onnxruntime folds them once at load, so the matmuls run in float32) — the same
-    weights as the MatMulNBits file, so the same outputs; an input axis that is not a multiple of the
-    block (80 here) drops MatMulNBits' padding; asymmetric blocks read their zero points."""
-    import onnxruntime as ort
+def _one_layer_decoder(seed: int, width: int):
+    """The smallest graph quantize_decoder reads: an embedding Gather, one constant MatMul layer, an lm_head."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edge_pack.converters.web_decoder import quantize_decoder
-
-    rng = np.random.default_rng(1)
-    table, body = rng.normal(size=(256, 80)).astype(np.float32), rng.normal(size=(80, 80)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    table, body = rng.normal(size=(256, width)).astype(np.float32), rng.normal(size=(width, width)).astype(np.float32)
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["hidden"], name="embed"),
              helper.make_node("MatMul", ["hidden", "body"], ["mixed"], name="layer"),
              helper.make_node("MatMul", ["mixed", "head"], ["logits"], name="lm_head")]
@@ -283,7 +276,21 @@ def test_q8_weights_dequantized_at_load_are_the_matmulnbits_weights(symmetric):
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 256])],
                               [numpy_helper.from_array(table, "table"), numpy_helper.from_array(body, "body"),
                                numpy_helper.from_array(table.T.copy(), "head")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_q8_weights_dequantized_at_load_are_the_matmulnbits_weights(symmetric):
+    """decoder_matmul = "dequantized": the file keeps MatMulNBits' 8-bit bytes and scales, unpacked by plain
+    ops on constants (onnxruntime folds them once at load, so the matmuls run in float32) — the same
+    weights as the MatMulNBits file, so the same outputs; an input axis that is not a multiple of the
+    block (80 here) drops MatMulNBits' padding; asymmetric blocks read their zero points."""
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from edge_pack.converters.web_decoder import quantize_decoder
+
+    model = _one_layer_decoder(seed=1, width=80)
     ids = np.array([[5, 17, 255]], dtype=np.int64)
     logits, files = {}, {}
     for matmul in ("nbits", "dequantized"):
@@ -305,20 +312,9 @@ def test_q8_weights_dequantized_at_load_are_the_matmulnbits_weights(symmetric):
 def test_q8_layers_too_big_to_hold_as_float32_stay_matmulnbits():
     """decoder_dequantized_max_mb: a decoder whose layers would take more float32 memory than the page can
     hold once dequantized keeps the MatMulNBits node (slower, 8-bit in memory), and its recipe says why."""
-    from onnx import TensorProto, helper, numpy_helper
-
     from edge_pack.converters.web_decoder import quantize_decoder
 
-    rng = np.random.default_rng(2)
-    table, body = rng.normal(size=(256, 64)).astype(np.float32), rng.normal(size=(64, 64)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["hidden"], name="embed"),
-             helper.make_node("MatMul", ["hidden", "body"], ["mixed"], name="layer"),
-             helper.make_node("MatMul", ["mixed", "head"], ["logits"], name="lm_head")]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None, 256])],
-                              [numpy_helper.from_array(table, "table"), numpy_helper.from_array(body, "body"),
-                               numpy_helper.from_array(table.T.copy(), "head")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model = _one_layer_decoder(seed=2, width=64)
     layer_mb = 64 * 64 * 4 / 1e6  # the one layer's weight as float32
     for limit, kept in ((layer_mb * 2, False), (layer_mb / 2, True)):
         quantized, recipe = quantize_decoder(copy.deepcopy(model), 8, "float16", "dequantized",
