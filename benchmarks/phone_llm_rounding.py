@@ -1,7 +1,7 @@
 """Why 8-bit phone decoders lose SmolLM2's greedy answers, and which 8-bit rounding keeps them: torch fp32
 against torch with its weights rounded as the phone recipes round them (symmetric int8, one scale per output
 row as LiteRT's weight-only-int8 and Core ML's int8, or per block of 32 as Core ML's int8-block32 and
-llama.cpp's q8_0), component by component (linear weights of the blocks, the tied embedding/lm_head table,
+llama.cpp's q8_0, or of 16 as Core ML's int8-block16 and the web target's 8-bit blocks of 16), component by component (linear weights of the blocks, the tied embedding/lm_head table,
 attention or MLP kept float), and as the other roundings ai-edge-quantizer offers at 8 bits per channel:
 Hadamard-rotated input axis (its hadamard_rotation), activations rounded on the fly (dynamic-int8, with
 and without the rotation), and GPTQ (its gptq.py: each column's rounding error pushed onto the columns not
@@ -54,6 +54,10 @@ def blk(w, block=32):
     r = w.reshape(w.shape[0], -1, block)
     s = r.abs().amax(-1, keepdim=True) / 127
     return (torch.round(r / s).clamp(-127, 127) * s).reshape(w.shape)
+
+
+def blk16(w):
+    return blk(w, 16)
 
 
 def f16(w):
@@ -153,6 +157,8 @@ VARIANTS = {
     "ch8-emb-only": (lambda n: None, ch, {}),
     "blk32-8-all": (lambda n: blk, blk, {}),
     "blk32-8-blocks-only": (lambda n: blk, None, {}),
+    "blk16-8-all": (lambda n: blk16, blk16, {}),
+    "blk16-8-blocks-only": (lambda n: blk16, None, {}),
     "ch8-attention-float": (lambda n: None if "self_attn" in n else ch, ch, {}),
     "ch8-mlp-float": (lambda n: None if "mlp" in n else ch, ch, {}),
     "ch8-v-o-float": (lambda n: None if re.search(r"[vo]_proj", n) else ch, ch, {}),
