@@ -10,7 +10,6 @@ verdict says the timings cannot decide it (unverified) instead of flipping betwe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import os
 import tempfile
@@ -25,7 +24,7 @@ from .config import Config, load_config
 from .contracts import BuildOptions
 from .decide import cliff, recommendation
 from .errors import RunnerError, UserError
-from .evalset import LM_TASK, Preprocessor, make_evalset
+from .evalset import LM_TASK, Preprocessor, label_names, make_evalset
 from .hashing import text_sha256
 from .lineup import is_job, measure_models
 from .manifest import MANIFEST, read_manifest
@@ -432,7 +431,7 @@ def _plan(name, manifest, bundle, chosen, source, specs, config: Config, options
     if tasks is not None and not answers_asks(run_on):
         raise UserError(f"target {name}'s runtime {run_on} does not answer task rows (generation); choose one that "
                         f"does with --runtime, or give a .txt eval instead of {tasks.path}")
-    evalset = make_evalset(pre, eval_path, options.seq_len, _label_names(support, task), embedder=task == "feature-extraction")
+    evalset = make_evalset(pre, eval_path, options.seq_len, label_names(support, task), embedder=task == "feature-extraction")
     return {"name": name, "runtime": run_on, "evalset": evalset, "tasks": tasks, "sla": config.sla_for(name),
             "cost": config.cost_for(name), "device": target.device,
             "artifacts": [a for a in chosen if a["target"] == name],
@@ -473,14 +472,6 @@ def _why_no_source(manifest: dict) -> str:
     if manifest["source"].get("kind") == "torch":
         return "a PyTorch entry point is not re-imported from a manifest"
     return "the fp32 source is not where the manifest says, or it changed"
-
-
-def _label_names(folder: Path | None, task: str) -> list[str] | None:
-    if folder is None or task not in ("text-classification", "image-classification"):
-        return None
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    id2label = config.get("id2label") or {}
-    return [id2label[k] for k in sorted(id2label, key=int)] or None
 
 
 def _baseline(source, task, evalset, artifacts, bundle, runtime, why_not_source: str, tasks=None):

@@ -108,6 +108,15 @@ def _image_processor(folder: Path | None):
 
 # ---------------------------------------------------------------------------------------------- building
 
+def label_names(folder: Path | None, task: str) -> list[str] | None:
+    """A classifier's label names in index order (its config.json's id2label), which eval rows may name."""
+    if folder is None or task not in ("text-classification", "image-classification"):
+        return None
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    id2label = config.get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)] or None
+
+
 def make_evalset(pre: Preprocessor, eval_path: Path | None, seq_len: int, label_names: list[str] | None,
                  embedder: bool, what: str = "eval file") -> EvalSet:
     """`what` names the file in messages (an eval file, a calibration file)."""

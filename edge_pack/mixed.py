@@ -10,24 +10,28 @@ quality floor on the target's runtime.
 Steps 2-4 together build at most `budget` candidates. When the SLA limits latency (max_latency_ms), each of
 those builds is also timed on the target's runtime and passes only within the limit: on the web, a q4 MatMul
 (MatMulNBits) runs slower than a q8 one (MatMulInteger, what the uniform q8 runs), so promotions buy speed as
-well as fidelity. The floor is the SLA's quality floor on the label-free
-agreement the verdict uses without labels (mean cosine for an embedder, top-1 agreement for a classifier)
-when the job has an SLA, else the target's validation floor. The mix is then validated like every other
+well as fidelity. With an SLA the search stops where bench's verdict passes, on bench's metric: labeled
+accuracy as a share of fp32's when the eval data has labels (an embedder's centroid accuracy), else label-free
+agreement (mean cosine for an embedder, top-1 agreement for a classifier); without one, on the target's
+validation floor. The mix is then validated like every other
 precision, and bench measures it like every other row. Whether the mix beats the uniform candidates built
 beside it (each run once more on the search's inputs, so both sides are judged alike) is said in the target's
 manifest entry (`mixed.outcome`); when it does not, it is not shipped."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import metrics, sensitivity
+import numpy as np
+
+from . import metrics, sensitivity, statistics
 from .contracts import BuildOptions, Built, Converter, Layer, converter_for
 from .errors import ConversionError, NotApplicable, UserError
 from .measure import run_artifact, validate
 from .runners import RunOptions
-from .sla import quality_floor
+from .results import Quality
+from .sla import Sla, quality_floor, quality_shortfalls
 from .source import SourceModel
 from .targets import AUTO, Target
 
@@ -38,13 +42,22 @@ LATENCY_RUNS = 10  # timed runs per search build when the SLA limits latency (th
 @dataclass(frozen=True)
 class Floor:
     value: float
-    metric: str | None  # a fidelity key ("cosine_min"), or None: the label-free headline of the output kind
+    metric: str | None  # a fidelity key ("cosine_min"), or None: the SLA's verdict on bench's headline quality
     text: str  # where it comes from, for the manifest and messages
+    sla: Sla | None = None
+    base_correct: np.ndarray | None = None  # labeled inputs: which ones fp32 gets right (bench's ratio is of these)
 
-    def quality(self, kind: str, found: dict) -> tuple[str, float]:
-        if self.metric is not None:
-            return self.metric, found[self.metric]
-        return metrics.headline(kind, found, labeled=False)
+    def judge(self, kind: str, found: dict) -> tuple[float, bool]:
+        """The quality the floor is on (a share of fp32's, as min_accuracy_ratio reads it) and whether it
+        passes: with an SLA, whether bench's verdict on the same outputs would miss no quality limit."""
+        if self.sla is None:
+            return found[self.metric], found[self.metric] >= self.value
+        labeled = self.base_correct is not None
+        name, value = metrics.headline(kind, found, labeled)
+        base = float(self.base_correct.mean()) if labeled else 1.0
+        certainty = statistics.accuracy_certainty(found["correct"], self.base_correct) if labeled else None
+        quality = Quality(name, value, base, value / base if base else None, value - base, certainty)
+        return quality.ratio if quality.ratio is not None else value, not quality_shortfalls(quality, self.sla)
 
 
 def check(source: SourceModel, target: Target, options: BuildOptions) -> None:
@@ -73,7 +86,18 @@ def floor_for(target: Target, options: BuildOptions) -> Floor:
     if not value:
         raise UserError(f"--precision {AUTO} searches for the smallest mix that meets the SLA's quality floor, and "
                         f"the SLA for {target.name} sets none; set min_accuracy_ratio (e.g. 0.98) in [sla]")
-    return Floor(value, None, f"the SLA's quality floor {value:g} on label-free agreement with fp32")
+    return Floor(value, None, f"the SLA's quality floor {value:g} on label-free agreement with fp32", sla)
+
+
+def _labeled(floor: Floor, kind: str, evalset, baseline: list) -> Floor:
+    """On labeled inputs bench judges labeled accuracy as a share of fp32's, so the search does too."""
+    if floor.sla is None or evalset.labels is None:
+        return floor
+    base_correct = metrics.correct(kind, baseline, evalset.labels)
+    name, _ = metrics.headline(kind, {"accuracy": 0.0}, labeled=True)
+    return replace(floor, base_correct=base_correct,
+                   text=f"the SLA's quality floor {floor.value:g} on {name} as a share of fp32's "
+                        f"({base_correct.mean():.3f} on {len(base_correct)} labeled inputs)")
 
 
 @dataclass
@@ -113,7 +137,11 @@ class _Trials:
                              **({"timeout_s": self.timeout_s} if self.timeout_s else {}))
         result, vectors = run_artifact(self.target.runtime, files, self.task, self.evalset, options)
         p50 = metrics.percentile(result.latency_ms, 50) if timed else None
-        return metrics.fidelity(self.kind, vectors, self.baseline), size, p50
+        found = metrics.fidelity(self.kind, vectors, self.baseline)
+        if self.evalset.labels is not None:  # what bench's labeled verdict scores
+            correct = metrics.correct(self.kind, vectors, self.evalset.labels)
+            found.update(accuracy=float(correct.mean()), correct=tuple(correct.tolist()))  # a tuple: Trials compare
+        return found, size, p50
 
     def mix(self, layers: list[Layer], promoted: frozenset) -> Trial:
         if promoted not in self.seen:
@@ -121,8 +149,8 @@ class _Trials:
             timed = self.max_latency_ms is not None
             found, size, p50 = self.fidelity({l.name: mixed.high if l.name in promoted else mixed.low for l in layers},
                                              timed)
-            _, quality = self.floor.quality(self.kind, found)
-            passed = (quality >= self.floor.value and found["cosine_min"] >= self.target.mixed_precision().min_cosine
+            quality, meets = self.floor.judge(self.kind, found)
+            passed = (meets and found["cosine_min"] >= self.target.mixed_precision().min_cosine
                       and (p50 is None or p50 <= self.max_latency_ms))
             self.seen[promoted] = Trial(promoted, size, found, quality, passed, p50)
         return self.seen[promoted]
@@ -131,12 +159,13 @@ class _Trials:
 def _inputs(source: SourceModel, options: BuildOptions):
     """What the search measures on: the job's eval data, else the built-in inputs; that is, what bench judges
     the mix on (the build's own validation takes only the first few)."""
-    from .evalset import Preprocessor, make_evalset
+    from .evalset import Preprocessor, label_names, make_evalset
     from .measure import reference_vectors
     from .source import input_specs
 
     pre = Preprocessor(source.task, source.support_dir, input_specs(source))
-    evalset = make_evalset(pre, options.eval_path, 128, None, embedder=source.task == "feature-extraction")
+    evalset = make_evalset(pre, options.eval_path, 128, label_names(source.support_dir, source.task),
+                           embedder=source.task == "feature-extraction")
     baseline, _ = reference_vectors(source.reference(), source.task, evalset.samples)
     return evalset, baseline
 
@@ -149,6 +178,7 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
     floor = floor_for(target, options)
     budget = target.option(BUDGET_OPTION, options.target_options)
     evalset, baseline = _inputs(source, options)
+    floor = _labeled(floor, validation.kind, evalset, baseline)
     sla = options.sla_for(target.name)
     trials = _Trials(converter, target, source.task, evalset, baseline, validation.kind, floor, options.timeout_s,
                      getattr(sla, "max_latency_ms", None))
@@ -197,9 +227,13 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
     # the uniform candidates judged on the mix's inputs, not on their build's 8 validation inputs (EfficientNet-
     # Lite0 on ios: int4 kept every top-1 on those 8 and 0.22 of them on the 32 photo crops the mix is judged on)
     root = converter.dir.parent  # the manifest's file paths are relative to the build's folder
-    judged = [{**a, "quality": floor.quality(validation.kind, trials.measure([root / f["path"] for f in a["files"]])[0])[1]}
-              for a in uniform] if best is not None else []
-    outcome = _outcome(name, best, judged, floor, validation.kind, limits, budget)
+
+    def judged(artifact: dict) -> dict:
+        quality, passed = floor.judge(validation.kind, trials.measure([root / f["path"] for f in artifact["files"]])[0])
+        return {**artifact, "quality": quality, "passed": passed}
+
+    outcome = _outcome(name, best, [judged(a) for a in uniform] if best is not None else [], floor, validation.kind,
+                       limits, budget)
     converter.meta["mixed"] = {**outcome, "builds": record}
     if best is None:
         tried = "; ".join(f"{r['promoted']} at {mixed.high}: {r['quality']:.4f}"
@@ -232,7 +266,7 @@ def _outcome(name: str, best: Trial | None, uniform: list[dict], floor: Floor, k
     floor, nothing smaller than the best of them, or no mix that passes at all."""
     if best is None:
         return {"outcome": NONE_PASSED, "statement": f"no mix met {limits} within {budget} builds"}
-    passing = [a for a in uniform if a["quality"] >= floor.value]
+    passing = [a for a in uniform if a.get("passed", a["quality"] >= floor.value)]
     smallest = min(passing, key=lambda a: a["bytes"], default=None)
     mix = _mb(best.bytes)
     if smallest is not None and smallest["bytes"] <= best.bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from .results import FAIL, PASS, UNVERIFIED, Row, Verdict
+from .results import FAIL, PASS, UNVERIFIED, Quality, Row, Verdict
 from .statistics import resolution_points
 
 # The limits: a number each, and the range a number must be in to mean something.
@@ -80,14 +80,16 @@ def quality_floor(sla: Sla, baseline: float) -> float | None:
     return max(floors, default=None)
 
 
-def shortfalls(row: Row, sla: Sla) -> list[dict]:
-    """Each limit the candidate misses: which, the candidate's value, the limit, by how much (in the
-    limit's own unit) and a sentence with the numbers."""
-    found = []
-    quality = row.quality
+def _miss(limit: str, value: float, bound: float, text: str) -> dict:
+    return {"limit": limit, "value": value, "bound": bound, "by": abs(value - bound), "text": text}
 
-    def miss(limit: str, value: float, bound: float, text: str) -> None:
-        found.append({"limit": limit, "value": value, "bound": bound, "by": abs(value - bound), "text": text})
+
+def quality_shortfalls(quality: Quality | None, sla: Sla) -> list[dict]:
+    """The quality limits a candidate of this quality misses (what --precision auto's search stops on too)."""
+    found = []
+
+    def miss(*args) -> None:
+        found.append(_miss(*args))
 
     if quality is not None and not math.isfinite(quality.value):
         miss(QUALITY_LIMITS[0] if sla.min_accuracy_ratio is not None else QUALITY_LIMITS[1], 0.0, 0.0,
@@ -108,6 +110,17 @@ def shortfalls(row: Row, sla: Sla) -> list[dict]:
         if sla.min_accuracy is not None and quality.value < sla.min_accuracy:
             miss("min_accuracy", quality.value, sla.min_accuracy,
                  f"{quality.name} {quality.value:.3f} < {sla.min_accuracy:.3f}")
+    return found
+
+
+def shortfalls(row: Row, sla: Sla) -> list[dict]:
+    """Each limit the candidate misses: which, the candidate's value, the limit, by how much (in the
+    limit's own unit) and a sentence with the numbers."""
+    found = quality_shortfalls(row.quality, sla)
+
+    def miss(*args) -> None:
+        found.append(_miss(*args))
+
     p50 = row.latency_p50_ms
     if sla.max_latency_ms is not None and p50 is not None and p50 > sla.max_latency_ms and not _noisy(row, sla):
         miss("max_latency_ms", p50, sla.max_latency_ms, f"p50 {p50:.1f} ms > {sla.max_latency_ms:g} ms")

@@ -137,3 +137,45 @@ def test_int8_a16_keeps_what_int8_activations_lose_with_integer_compute(tmp_path
     model = tfl_flatbuffer_utils.read_model(str(tmp_path / "bundle" / "android" / "model_int8_a16.tflite"))
     types = {t.type for t in model.subgraphs[0].tensors}
     assert {schema.TensorType.INT16, schema.TensorType.INT8} <= types
+
+
+def test_the_search_judges_what_bench_judges_labeled_accuracy_as_a_share_of_fp32s():
+    """On labeled eval data bench's verdict reads an embedder's centroid accuracy as a share of fp32's, not the
+    mean cosine: the search's floor is that verdict (MiniLM before: a mix searched to cosine 0.980 failed bench
+    while int8 at cosine 0.797 passed)."""
+    import numpy as np
+
+    from edge_pack.mixed import Floor
+    from edge_pack.sla import Sla
+
+    sla, base = Sla(min_accuracy_ratio=0.98), np.ones(20, dtype=bool)
+    labeled = Floor(0.98, None, "the floor", sla, base)
+    wrong_one = (False,) + (True,) * 19
+    assert labeled.judge("embedding", {"cosine_mean": 0.999, "accuracy": 0.95, "correct": wrong_one}) == (0.95, False)
+    assert labeled.judge("embedding", {"cosine_mean": 0.80, "accuracy": 1.0, "correct": (True,) * 20}) == (1.0, True)
+    label_free = Floor(0.98, None, "the floor", sla)
+    assert label_free.judge("embedding", {"cosine_mean": 0.979}) == (0.979, False)
+    strict = Floor(0.9, None, "the floor", Sla(min_accuracy_ratio=0.9, confidence=0.95), base)
+    assert not strict.judge("embedding", {"accuracy": 0.95, "correct": wrong_one})[1]  # its lower bound is < 0.9
+
+
+def test_on_labeled_eval_data_the_search_stops_where_the_verdict_passes(tmp_path):
+    """Every module at int8 misses TEXT_FLOOR on mean cosine but keeps fp32's centroid accuracy on the labeled
+    eval file: the search passes it at its first build, as bench's verdict passes uniform int8, and ships no mix
+    (int8 itself is as small)."""
+    import edge_pack as api
+
+    embedder = models.fragile_embedder()
+    eval_path, job = embedder.parent / "eval.jsonl", tmp_path / "edge-pack.toml"
+    job.write_text(f'eval = "{eval_path}"\n[sla]\nmin_accuracy_ratio = {TEXT_FLOOR}\n')
+    run = edge_pack("build", embedder, "-t", "android", "-p", "int8", "-p", "auto", "--calibration", eval_path,
+                    "-c", job, "-o", tmp_path / "bundle", "--json")
+    assert run.code == 0, run.stderr
+    search = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["targets"]["android"]["mixed"]
+    assert "centroid accuracy" in search["statement"], search
+    assert search["builds"][0]["promoted"] == 0 and search["builds"][0]["passed"], search["builds"]
+    assert search["outcome"] == "not smaller than a uniform candidate" and search["than"] == "int8"
+    rows = {r["precision"]: r for r in api.bench(tmp_path / "bundle", eval_path=eval_path, runs=1, warmup=0,
+                                                  sla_path=job)["rows"]}
+    assert rows["int8"]["verdict"]["status"] == "pass" and rows["int8"]["metrics"]["cosine_mean"] < TEXT_FLOOR
+    assert rows["int8"]["quality"]["name"] == "centroid accuracy"
