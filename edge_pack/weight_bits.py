@@ -81,7 +81,9 @@ _TFLITE_WEIGHT_TYPES = {0, 1, 3, 9, 7, 17}  # FLOAT32, FLOAT16, UINT8, INT8, INT
 
 def tflite_bits(path: Path) -> tuple[int, int]:
     """Constant tensors of a .tflite flatbuffer: their buffers' bytes over their elements (int4 buffers
-    pack two weights a byte; per-channel scales live in the tensor's quantization table and are left out)."""
+    pack two weights a byte), with the scales beside them: a per-channel table's fp32 scales, and a
+    blockwise weight's scale tensor (fp16, one per block of 32), counted as its weight's storage, not as
+    weights of their own."""
     from ai_edge_litert import schema_py_generated as schema
 
     data = path.read_bytes()
@@ -90,6 +92,13 @@ def tflite_bits(path: Path) -> tuple[int, int]:
     seen = set()
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
+        block_scales = set()
+        for t in range(subgraph.TensorsLength()):
+            quantization = subgraph.Tensors(t).Quantization()
+            if quantization is not None and quantization.DetailsType() == schema.QuantizationDetails.BlockwiseQuantization:
+                details = schema.BlockwiseQuantization()
+                details.Init(quantization.Details().Bytes, quantization.Details().Pos)
+                block_scales.add(details.Scales())
         for t in range(subgraph.TensorsLength()):
             tensor = subgraph.Tensors(t)
             index = tensor.Buffer()
@@ -98,35 +107,56 @@ def tflite_bits(path: Path) -> tuple[int, int]:
             buffer = model.Buffers(index)
             size = buffer.DataLength() or int(buffer.Size())  # inline data, or an offset past the flatbuffer
             count = int(np.prod(tensor.ShapeAsNumpy())) if tensor.ShapeLength() else 1
-            if not size or count < MIN_WEIGHTS:
+            if not size or (count < MIN_WEIGHTS and t not in block_scales):
                 continue
             seen.add(index)
-            stored += 8 * size
-            weights += count
+            quantization = tensor.Quantization()
+            stored += 8 * size + 32 * (quantization.ScaleLength() if quantization is not None else 0)
+            weights += 0 if t in block_scales else count
     return stored, weights
-
-
-_MLPROGRAM_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "uint8": 8, "int4": 4, "uint4": 4}
 
 
 def mlpackage_bits(path: Path) -> tuple[int, int]:
-    """The ML program's weight storage: float consts at their type, compressed weights (the constexpr
-    ops Core ML expands at load) at their stored type or palette index width."""
+    """The ML program's weight storage: float consts at their type; a compressed weight (the constexpr ops
+    Core ML expands at load) at everything it is made of: its int8/int4 data or palette indices, and the
+    scales, offsets and look-up tables beside them (blocks of 32 int8 weights with an fp16 scale: 8.5 bits)."""
     import coremltools as ct
+    from coremltools.converters.mil.mil import types
+    from coremltools.models.utils import _apply_graph_pass
 
-    from .converters.ios import weight_storage
     from .quiet import captured
 
     with captured():
-        storage = weight_storage(ct.models.MLModel(str(path), skip_model_load=True))
+        program = _apply_graph_pass(ct.models.MLModel(str(path), skip_model_load=True), [], return_pymil_prog=True)
+
+    def bits(var) -> int:
+        """The stored bits of a const input; a constexpr input (a chained compression) counts its own parts."""
+        if var.op is not None and var.op.op_type.startswith("constexpr_"):
+            return sum(bits(v) for v in var.op.inputs.values() if not isinstance(v, (list, tuple)))
+        if not types.is_tensor(var.sym_type) or var.val is None:
+            return 0
+        width = _mil_bits(types.builtin_to_string(var.dtype))
+        return width * int(np.prod(var.shape)) if width else 0
+
     stored = weights = 0
-    for form, count in storage.items():
-        bits = _MLPROGRAM_BITS.get(form) or (int(form[3:]) if form.startswith("lut") and form[3:].isdigit() else None)
-        if bits is None:
-            continue
-        stored += bits * count
-        weights += count
+    for operation in program.functions["main"].operations:
+        output = operation.outputs[0]
+        if any(c.op_type.startswith("constexpr_") for c in output.child_ops):
+            continue  # part of a compressed weight: counted with it
+        float_const = (operation.op_type == "const" and types.is_tensor(output.sym_type)
+                       and types.is_float(output.dtype) and output.val.size > 1)
+        if float_const or operation.op_type.startswith("constexpr_"):
+            stored += bits(output)
+            weights += int(np.prod(output.shape))
     return stored, weights
+
+
+def _mil_bits(name: str) -> int | None:
+    """fp16 → 16, int8 → 8, uint4 → 4 …; None for 32/64-bit integers (shapes and axes, not weights)."""
+    digits = name.lstrip("abcdefghijklmnopqrstuvwxyz")
+    if not digits.isdigit() or (name.startswith(("int", "uint")) and int(digits) >= 32):
+        return None
+    return int(digits)
 
 
 _READERS = {".gguf": gguf_bits, ".onnx": onnx_bits, ".tflite": tflite_bits, ".mlpackage": mlpackage_bits}

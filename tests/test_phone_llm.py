@@ -14,6 +14,7 @@ import pytest
 from edge_pack import decoder_check
 from edge_pack.errors import UserError
 from edge_pack.runners import RunOptions
+from edge_pack.weight_bits import mlpackage_bits, tflite_bits
 
 pytest.importorskip("litert_torch", reason="litert-torch is not installed (pip install 'edge-pack[android]')")
 
@@ -157,6 +158,19 @@ def test_ios_int8_in_blocks_of_32_is_stored_so_and_close(ios, reference):
               for p in ("int8", "int8-block32")}
     assert checks["int8-block32"].same_top1 >= 0.95 and checks["int8-block32"].cosine > 0.999, checks
     assert checks["int8-block32"].max_abs <= checks["int8"].max_abs, checks
+
+
+def test_bits_per_weight_count_the_scales_the_file_stores(ios, android, tiny_llama):
+    """Bits per weight are the file's, scales included: Core ML's blocks of 32 carry an fp16 scale each (half
+    a bit a weight more than per-channel int8; the nominal 8 for both before), and LiteRT's int4 blocks keep
+    their scales in tensors of their own, counted as the weights' storage, not as more weights."""
+    (per_row, weights), (per_block, block_weights) = (mlpackage_bits(ios[p]["file"]) for p in ("int8", "int8-block32"))
+    assert weights == block_weights and 8 < per_row / weights < 8.2, (per_row, weights)
+    assert per_block / weights - per_row / weights > 0.4, (per_block, per_row, weights)
+    int4 = litert_decoder.convert(tiny_llama, "int4", prefill_len=PREFILL, kv_len=128)
+    (int8_bits, int8_weights), (int4_bits, int4_weights) = tflite_bits(android["weight-only-int8"]["file"]), tflite_bits(int4)
+    assert int4_weights == int8_weights, (int4_weights, int8_weights)
+    assert 4.5 < int4_bits / int4_weights < 4.8 and 8 < int8_bits / int8_weights < 8.3
 
 
 def _scales_per_row(package: Path) -> set[int | None]:
