@@ -51,8 +51,9 @@ def plain_pipeline(model_dir: Path, out: Path) -> Path:
     return out
 
 
-# name: (the embedding/lm_head table: None = 8-bit like the layers, a float dtype, or "dynamic" for
-# quantize_dynamic's file; how the layers' 8-bit weights are computed: web_decoder.MATMULS[, their rounding])
+# name: (the embedding/lm_head table: None = 8-bit like the layers (MatMulNBits head), web_decoder.TABLES, or
+# "dynamic" for quantize_dynamic's file; how the layers' 8-bit weights are computed: web_decoder.MATMULS[, their
+# rounding and scales' dtype])
 Q8_RECIPES = {
     "nbits8, 8-bit table": (None, "nbits"),
     "nbits8, fp32 table": ("float32", "nbits"),
@@ -61,6 +62,13 @@ Q8_RECIPES = {
     "dequantized at load, fp16 table": ("float16", "dequantized"),
     "dequantized at load, asymmetric": ("float16", "dequantized", {"symmetric": False}),
     "dequantized at load, blocks of 16": ("float16", "dequantized", {"block": 16}),
+    "blocks of 16, fp16 scales": ("float16", "dequantized", {"block": 16, "scales": "float16"}),
+    "blocks of 16, fp16 scales, 8-bit table": ("dequantized", "dequantized", {"block": 16, "scales": "float16"}),
+    "blocks of 16 asymmetric, fp16 scales, 8-bit table": ("dequantized", "dequantized",
+                                                          {"block": 16, "scales": "float16", "symmetric": False}),
+    "blocks of 32, fp16 scales, 8-bit table": ("dequantized", "dequantized", {"scales": "float16"}),
+    "blocks of 32 asymmetric, fp16 scales, 8-bit table": ("dequantized", "dequantized",
+                                                          {"scales": "float16", "symmetric": False}),
     "dynamic per-channel": ("dynamic", None),
 }
 SPEED_REFERENCE = "dynamic per-channel"  # decode rates are also shown as a ratio to this file's, same run

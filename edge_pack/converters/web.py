@@ -37,9 +37,10 @@ def _save(model, out: Path) -> None:
 
 class Converter(contracts.Converter):
     DECODER = "edge_pack.converters.web_decoder:DecoderConverter"  # with its KV cache
-    # read by the decoder half only: the float dtype q8 keeps the table at, how its 8-bit matmuls compute
-    # and whether their blocks have zero points
-    SETTINGS = ("decoder_table", "decoder_matmul", "decoder_symmetric", "decoder_dequantized_max_mb")
+    # read by the decoder half only: how q8 stores the table, how its 8-bit matmuls compute, their blocks
+    # (zero points, size) and scales' dtype
+    SETTINGS = ("decoder_table", "decoder_matmul", "decoder_symmetric", "decoder_block", "decoder_scales",
+                "decoder_dequantized_max_mb")
     PER_LAYER = True  # web_layers.py: MatMuls and the embedding table one by one
 
     def __init__(self, source: SourceModel, target: Target, folder: Path, options: BuildOptions):

@@ -5,17 +5,18 @@ present.*, beside config.json, generation_config.json and the tokenizer files), 
 Where the weights go, per precision:
 - fp32: the export as it is. fp16: every float weight halved; inputs, outputs and the cache stay float32
   (keep_io_types), which is what Transformers.js feeds when the config names no other cache type.
-- q8: MatMulNBitsQuantizer's 8-bit weights (blocks of 32, a zero point each: decoder_symmetric) on the
-  MatMuls between the embedding and the lm_head, stored as its bytes, scales and zero points and dequantized
-  by plain ops onnxruntime folds once at load, so the matmuls run in float32 (targets/web.toml's
-  decoder_matmul); the embedding table and the lm_head stay float, stored as float16 (decoder_table), one
-  table when tied. Measured on SmolLM2-135M (benchmarks/web_llm.py --q8-recipes): the MatMulNBits node itself
-  has no 8-bit kernel in onnxruntime-web's WASM or at its default accuracy on x64, so it dequantizes every
-  weight at every call (0.15-0.21x the decode rate of quantize_dynamic's MatMulInteger file in Chromium and
-  Node); dequantized at load it is 0.9-2.4x, with the same tokens, at the cost of float32 weights in memory;
-  accuracy_level=4 (int8 activations) is fast in Node but keeps one prompt fewer there and stays slow in
-  WASM; zero points keep 5/6 prompts' 16 greedy tokens where symmetric blocks keep 4/6; quantizing the table
-  too lost a prompt; quantize_dynamic quantizes the activations and kept no prompt's 16 tokens.
+- q8: MatMulNBitsQuantizer's 8-bit weights (targets/web.toml: blocks of 16 with a zero point each, scales
+  stored as float16) on every MatMul, the lm_head included, stored as its bytes, scales and zero points and
+  dequantized by plain ops onnxruntime folds once at load, so the matmuls run in float32 (decoder_matmul);
+  a tied embedding looks up the lm_head's dequantized table (decoder_table = "dequantized"; an untied
+  lookup table stays float16). Measured on SmolLM2-135M (benchmarks/web_llm.py --q8-recipes): the
+  MatMulNBits node itself has no 8-bit kernel in onnxruntime-web's WASM or at its default accuracy on x64,
+  so it dequantizes every weight at every call (0.15-0.21x the decode rate of quantize_dynamic's MatMulInteger
+  file in Chromium and Node); dequantized at load it is 0.9-2.4x, with the same tokens, at the cost of float32
+  weights in memory; accuracy_level=4 (int8 activations) is fast in Node but keeps one prompt fewer there and
+  stays slow in WASM; with the 8-bit table, asymmetric blocks of 16 keep all 6 prompts' 16 greedy tokens
+  (161.4 MB) where symmetric ones keep 4 and symmetric blocks of 32 3; quantize_dynamic quantizes the
+  activations and kept 1.
 - q4: the same with 4 bits, and the embedding table stored the same way (looked up with plain ops: the
   browser has no GatherBlockQuantized kernel). When the model
   ties its embedding to its lm_head (SmolLM2 does), both read ONE quantized table: the file holds it once,
@@ -104,12 +105,15 @@ class DecoderConverter(contracts.Converter):
                 model, recipe = quantize_decoder(graph, BITS[precision], settings.get("decoder_table"),
                                                  settings.get("decoder_matmul", "nbits"),
                                                  symmetric=settings.get("decoder_symmetric", True),
+                                                 block=settings.get("decoder_block", BLOCK),
+                                                 scales=settings.get("decoder_scales", "float32"),
                                                  dequantized_max_mb=settings.get("decoder_dequantized_max_mb"))
                 if "dequantized_max_mb" in recipe:
                     self.notes.append(
                         f"{precision}: the layers' weights would take {recipe['float32_layers_mb']:.0f} MB as float32 "
                         f"once loaded (over decoder_dequantized_max_mb = {recipe['dequantized_max_mb']:g}), so they "
-                        "stay 8-bit MatMulNBits: it fits the page's memory but decodes ~5x slower in onnxruntime-web")
+                        "stay 8-bit MatMulNBits (the table float16): it fits the page's memory but decodes ~5x "
+                        "slower in onnxruntime-web")
                 _save(model, out)
         self.recipes[precision] = {"file": out.relative_to(self.dir).as_posix(), **recipe}
         data = out.with_name(out.name + "_data")
@@ -230,20 +234,21 @@ def _materialise_tied_head(model, table_name: str) -> bool:
 
 
 def quantize_decoder(model, bits: int, float_table: str | None = None, matmul: str = "nbits", *,
-                     symmetric: bool = True, block: int = BLOCK, dequantized_max_mb: float | None = None):
+                     symmetric: bool = True, block: int = BLOCK, scales: str = "float32",
+                     dequantized_max_mb: float | None = None):
     """MatMulNBits on every constant MatMul and an embedding table stored the same way; a tied embedding
-    reads the lm_head's quantized table. With float_table ("float16" or "float32") the embedding table and
-    the lm_head stay float instead (one table when tied, stored at that dtype and computed in float32), and
-    `matmul` (MATMULS) says how the layers' quantized weights are computed (and `symmetric`, `block` how they
-    are rounded: the benchmark's alternatives); "dequantized" only while those weights, once float32, stay
-    within `dequantized_max_mb` (else MatMulNBits). Returns the model and its recipe."""
+    reads the lm_head's quantized table. With float_table (TABLES) the embedding table and the lm_head are
+    computed in float32 instead (one table when tied), and `matmul` (MATMULS) says how the layers' quantized
+    weights are computed (`symmetric`, `block` how they are rounded, `scales` the dtype their dequantized-at-load
+    scales are stored at); "dequantized" only while those weights, once float32, stay within
+    `dequantized_max_mb` (else MatMulNBits). Returns the model and its recipe."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     gather = _embedding(model)
     if gather is None:
         raise ConversionError("no embedding lookup (Gather on the input_ids) found in the exported decoder")
     if float_table:
-        return _quantize_body(model, bits, float_table, matmul, symmetric, block, dequantized_max_mb)
+        return _quantize_body(model, bits, float_table, matmul, symmetric, block, scales, dequantized_max_mb)
     table_name = gather.input[0]
     tied = _materialise_tied_head(model, table_name)
     config = DefaultWeightOnlyQuantConfig(block_size=BLOCK, is_symmetric=True, bits=bits,
@@ -285,59 +290,104 @@ MATMULS = {
 }
 
 
-def _quantize_body(model, bits: int, dtype: str, matmul: str = "nbits", symmetric: bool = True, block: int = BLOCK,
-                   dequantized_max_mb: float | None = None):
+# How the embedding table and the lm_head are stored when q8 keeps them float matmuls (decoder_table):
+TABLES = {
+    "float16": "float16 table",  # cast to float32 where it is read
+    "float32": "float32 table",
+    # the table quantized like the layers (MatMulNBitsQuantizer, as the lm_head's weight: blocks along the
+    # hidden axis of each token's row), dequantized at load with them; a tied embedding looks up its transpose
+    "dequantized": "8-bit table dequantized once at load",
+}
+
+
+def _quantize_body(model, bits: int, table: str, matmul: str = "nbits", symmetric: bool = True, block: int = BLOCK,
+                   scales: str = "float32", dequantized_max_mb: float | None = None):
     """MatMulNBits on the constant MatMuls between the embedding and the lm_head; the table (shared by a
-    tied lm_head) stays float, stored as `dtype` and cast to float32 where it is read."""
+    tied lm_head) is read in float32: stored as a float dtype and cast, or 8-bit and dequantized at load."""
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     if matmul not in MATMULS:
         raise ConversionError(f"decoder_matmul is one of {', '.join(MATMULS)}, not {matmul!r}")
-    tied = share_tied_table(model)
+    if table not in TABLES:
+        raise ConversionError(f"decoder_table is one of {', '.join(TABLES)}, not {table!r}")
+    if scales not in ("float32", "float16"):
+        raise ConversionError(f"decoder_scales is float32 or float16, not {scales!r}")
     head = _lm_head(model)
+    inits = _initializers(model)
+    float_mb = sum(int(np.prod(inits[n.input[1]].dims)) for n in model.graph.node  # the layers' weights as float32
+                   if n.op_type == "MatMul" and n is not head and n.input[1] in inits) * 4 / 1e6
+    fallback = matmul == "dequantized" and dequantized_max_mb is not None and float_mb > dequantized_max_mb
+    if fallback:  # float32 weights in memory would not fit a page: the slower kernel on the 8-bit bytes
+        matmul, table = "nbits", "float16" if table == "dequantized" else table
+    if table == "dequantized" and (bits != 8 or matmul != "dequantized"):
+        raise ConversionError('decoder_table = "dequantized" needs 8 bits and decoder_matmul = "dequantized"')
+    quantize_head = table == "dequantized" and head is not None
+    table_name = _embedding(model).input[0]
+    # the quantizer takes constant weights only: a tied head gets the table as its own (its lookup reads it back)
+    tied = _materialise_tied_head(model, table_name) if quantize_head else share_tied_table(model)
     config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, bits=bits,
                                           accuracy_level=4 if matmul == "nbits-int8" else None,
                                           op_types_to_quantize=("MatMul",))
-    quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=[head.name] if head else [])
+    exclude = [head.name] if head is not None and not quantize_head else []
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=exclude)
     quantizer.process()
     model = quantizer.model.model
     nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
     if not nodes:
         raise ConversionError(f"no MatMul with constant weights to quantize to {bits} bits")
-    if dtype == "float16":
-        gather, head = _embedding(model), _lm_head(model)
-        tables = {gather.input[0]} | ({head.input[1]} if head is not None and head.input[1] in _initializers(model) else set())
-        for name in tables:
-            _store_as_float16(model, name)
-    float_mb = sum(_attrs(n)["K"] * _attrs(n)["N"] for n in nodes) * 4 / 1e6  # the layers' weights as float32
-    fallback = matmul == "dequantized" and dequantized_max_mb is not None and float_mb > dequantized_max_mb
-    if fallback:  # float32 weights in memory would not fit a page: the slower kernel on the 8-bit bytes
-        matmul = "nbits"
     if matmul == "dequantized":
         for node in nodes:
-            _dequantize_at_load(model, node)
+            _dequantize_at_load(model, node, scales)
+    gather, head = _embedding(model), _lm_head(model)
+    lookup = "float16" if table == "dequantized" and not tied else table  # an untied lookup table stays float16
+    if quantize_head and tied:
+        _look_up_dequantized_head(model, gather, head)
+    elif table in ("float16", "dequantized"):  # the float table(s) left: the lookup's when untied, or both
+        names = {gather.input[0]} | ({head.input[1]} if head is not None and not quantize_head else set())
+        for name in names & set(_initializers(model)):
+            _store_as_float16(model, name)
     recipe = {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
               "bits": bits, "block_size": block, "symmetric": symmetric, "op_types": ["MatMul"],
               "matmul": MATMULS[matmul], "float32_layers_mb": round(float_mb, 1),
+              **({"scales": scales} if matmul == "dequantized" else {}),
               **({"dequantized_max_mb": dequantized_max_mb} if fallback else {}),
-              "quantized_nodes": len(nodes), "embedding": f"{dtype} table, looked up with Gather",
-              "lm_head": f"MatMul on the {dtype} table (computed in float32)", "tied_embedding": tied,
+              "quantized_nodes": len(nodes), "embedding": f"{TABLES[lookup]}, looked up with Gather",
+              "lm_head": f"MatMul on the {TABLES[table]} (computed in float32)", "tied_embedding": tied,
               "shared_table": tied}
     return model, recipe
+
+
+def _look_up_dequantized_head(model, gather, head) -> None:
+    """A tied table quantized as the lm_head's weight: the embedding Gather reads that weight, dequantized at
+    load, transposed back to (vocab, hidden) (one more folded constant) and the float table is dropped. The
+    head's dequantizing nodes read constants only, so they move to the front, before the lookup."""
+    prefix = f"{head.name}_w_"
+    chain = [n for n in model.graph.node if n.name.startswith(prefix)]
+    for node in chain:
+        model.graph.node.remove(node)
+    rows = f"{head.name}_w_table"
+    chain.append(helper.make_node("Transpose", [head.input[1]], [rows], perm=[1, 0], name=rows))
+    for offset, node in enumerate(chain):
+        model.graph.node.insert(offset, node)
+    table = gather.input[0]
+    gather.input[0] = rows
+    if not any(table in n.input for n in model.graph.node):
+        model.graph.initializer.remove(_initializers(model)[table])
 
 
 def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _dequantize_at_load(model, node) -> None:
+def _dequantize_at_load(model, node, scales_dtype: str = "float32") -> None:
     """Replace an 8-bit MatMulNBits by a float32 MatMul whose weight is unpacked from the node's own bytes,
     scales (and zero points) by plain ops on constants, which onnxruntime's constant folding computes once
     when the session loads (DequantizeLinear would not do: onnxruntime fuses DequantizeLinear + MatMul back
     into MatMulNBits). Same weights as the MatMulNBits node, to the bit; 8 bits only (a byte a weight).
     The bytes are only laid out again, as (blocks, block, N) int8 (uint8 with zero points), so the fold is
     Cast, Mul by the (blocks, 1, N) scales, Reshape to (K, N): each folded step holds a float32 copy of the
-    weight until the session is built, so fewer steps mean a lower peak at load."""
+    weight until the session is built, so fewer steps mean a lower peak at load. scales_dtype "float16" stores
+    the scales at half their bytes (a Cast at load: blocks of 16 spend a fifth of the file on fp32 scales)."""
     attrs = _attrs(node)
     if attrs["bits"] != 8:
         raise ConversionError(f"{node.name}: only 8-bit MatMulNBits is dequantized at load")
@@ -356,11 +406,17 @@ def _dequantize_at_load(model, node) -> None:
               p("shape"): np.array([blocks * block, n], dtype=np.int64)}
     elem = helper.np_dtype_to_tensor_dtype(scales.dtype)
     nodes = [helper.make_node("Cast", [p("values")], [p("float")], to=elem)]
+    scale = p("scales")
+    if scales_dtype == "float16" and scales.dtype != np.float16:
+        consts[p("scales")] = consts[p("scales")].astype(np.float16)
+        nodes.append(helper.make_node("Cast", [p("scales")], [p("scales_float")], to=elem))
+        scale = p("scales_float")
     if zeros is not None:  # kept a byte each (a float32 one would add 3 bytes a block to the file)
         consts[p("zeros")] = np.ascontiguousarray(zeros.reshape(n, -1)[:, :blocks].T.reshape(blocks, 1, n))
         nodes += [helper.make_node("Cast", [p("zeros")], [p("zero_float")], to=elem),
                   helper.make_node("Sub", [p("float"), p("zero_float")], [p("centred")])]
-    nodes += [helper.make_node("Mul", [nodes[-1].output[0], p("scales")], [p("blocks")]),
+    weights = p("centred") if zeros is not None else p("float")
+    nodes += [helper.make_node("Mul", [weights, scale], [p("blocks")]),
               helper.make_node("Reshape", [p("blocks"), p("shape")], [p("kn")])]
     if blocks * block != k:  # drop MatMulNBits' padding rows
         consts |= {p("start"): np.array([0], dtype=np.int64), p("k"): np.array([k], dtype=np.int64),
