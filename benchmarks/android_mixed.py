@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--budget", type=int, default=12)
     parser.add_argument("--images", type=int, default=64, help="CNN eval crops (at most 152)")
+    parser.add_argument("--min-confidence", type=float, default=0.2,
+                        help="CNN: keep crops where fp32's top-1 probability is at least this (0: every crop)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -109,10 +111,13 @@ def main() -> None:
             import numpy as np
 
             sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from ios_mixed import eval_images
+            from ios_mixed import confident_images
 
             (tmp / "cnn").mkdir()
-            np.savez(tmp / "cnn" / "eval.npz", image=eval_images(args.images))
+            crops, confident = confident_images(args.images, args.min_confidence)
+            print(f"EfficientNet-Lite0: {len(crops)} crops of the {confident} where fp32's top-1 probability is "
+                  f"≥ {args.min_confidence:g}")
+            np.savez(tmp / "cnn" / "eval.npz", image=crops)
             run("EfficientNet-Lite0", "efficientnet_lite0:factory", ["fp32", "fp16", "dynamic-int8", "int4"],
                 args.cnn_floor, None, tmp / "cnn" / "eval.npz", tmp / "cnn", args)
 

@@ -17,9 +17,11 @@ Per precision, the layer's ops get what the uniform precision gives the whole mo
   policy and stays float;
 - int4: 4-bit weights where ai-edge-quantizer's policy (default_policy.py, checked through
   algorithm_manager.check_op_quantization_config) allows them for the op type: blocks of 32 with dynamic range
-  (FULLY_CONNECTED, EMBEDDING_LOOKUP: LiteRT's 4-bit kernels), else per channel weight-only (CONV_2D:
-  dequantized to float at load); int8 dynamic where it allows no 4 bits (DEPTHWISE_CONV_2D);
+  (FULLY_CONNECTED, EMBEDDING_LOOKUP: LiteRT's 4-bit kernels), else per channel weight-only, asymmetric (CONV_2D:
+  dequantized to float at load; a zero point per channel keeps EfficientNet-Lite0's convolutions closer than
+  symmetric scales do); int8 weight-only where it allows no 4 bits (DEPTHWISE_CONV_2D);
 - dynamic-int8: int8 weights, activations quantized on the fly by the runtime;
+- weight-only-int8: int8 weights per channel dequantized at load, float compute;
 - fp16: float16 weights; fp32: float (no entry).
 At the static levels an op reading or writing a tensor that calibration gave no range stays float (see
 unranged()): Hugging Face's attention mask, whose finfo.min the calibrator ignores."""
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from ..contracts import Layer
 
-LEVELS = ("int8", "int8-a16", "int4", "dynamic-int8", "fp16", "fp32")
+LEVELS = ("int8", "int8-a16", "int4", "dynamic-int8", "weight-only-int8", "fp16", "fp32")
 STATIC = ("int8", "int8-a16")  # calibrated activations
 
 
@@ -148,10 +150,15 @@ def configure(quantizer, level: str, regex: str, ops_with_weights) -> None:
         for op in ops_with_weights:
             if four_bits(op) == "blockwise":
                 quantizer.add_dynamic_config(regex=regex, operation_name=ops(op), num_bits=4, granularity=blocks)
-            elif four_bits(op) == "weight-only":
-                quantizer.add_weight_only_config(regex=regex, operation_name=ops(op), num_bits=4)
+            elif four_bits(op) == "weight-only":  # asymmetric: the policy's weightonly_wi4_afp32 allows a zero point
+                quantizer.update_quantization_recipe(regex, ops(op), qtyping.OpQuantizationConfig(
+                    weight_tensor_config=qtyping.TensorQuantizationConfig(
+                        num_bits=4, symmetric=False, granularity=qtyping.QuantGranularity.CHANNELWISE),
+                    compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
     elif level == "dynamic-int8":
         quantizer.add_dynamic_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
+    elif level == "weight-only-int8":
+        quantizer.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=8)
     elif level == "fp16":
         quantizer.add_weight_only_config(regex=regex, operation_name=ops.ALL_SUPPORTED, num_bits=16,
                                          algorithm_key=AlgorithmName.FLOAT_CASTING)
