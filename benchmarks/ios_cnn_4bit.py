@@ -7,7 +7,13 @@ candidate instead of the MIL emulator's minutes; on linear int4 it agrees with t
 here, 0.536 there on the same 32 crops). A diagnosis, not a product path: edge-pack's ios converter and the
 emulator stay the measure (benchmarks/ios_mixed.py).
 
-Run: .venv/bin/python benchmarks/ios_cnn_4bit.py [--images 32] [--greedy-images 48] [--no-lut]
+Run: .venv/bin/python benchmarks/ios_cnn_4bit.py [--images 32] [--greedy-images 48] [--no-lut] [--lows int4,lut4]
+
+The promotion sweep is run for each low side the [mixed] search could start from (--lows): linear int4 per block
+of 32 (the int4 precision) and a k-means LUT per output channel (palettize4-channel), each with int8 per channel
+as the high side, in the search's order (drift of that layer alone at the low side, per weight). Sizes are the
+bytes Core ML stores for the compressed weights (values, plus fp16 scales or tables), estimated from the shapes:
+a LUT of 16 fp16 values per output channel costs a depthwise 3x3 conv (9 weights a channel) more than int8.
 """
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ from ios_mixed import _photo_paths, eval_images  # noqa: E402
 
 THRESHOLD = 2048  # coremltools' weight_threshold: smaller weights stay fp16
 CONFIDENT = 0.2  # ios_mixed.py's --min-confidence
+LOWS = {"int4": ("int4", 32), "lut4": ("lut4", 1)}  # the int4 and palettize4-channel precisions' forms
+HIGH = ("int8", 0)
+_COMPRESSED: dict = {}  # (weight name, form) -> its decompressed values: k-means per channel takes minutes
 
 
 def weights(model) -> list[tuple[str, torch.nn.Module, torch.nn.Module | None]]:
@@ -60,6 +69,19 @@ def compressed(weight: np.ndarray, form: tuple[str, int]) -> np.ndarray:
     return palettize_weights.decompress(palettize_weights.grouped_channelwise_compress(weight, "KMEANS", 4, 0, group))
 
 
+def stored_bytes(shape: tuple, form: tuple[str, int]) -> float:
+    """What Core ML stores for a weight of `shape` at `form`: the values at 4 or 8 bits, plus an fp16 scale per
+    block (per output channel for int8) or a table of 16 fp16 values per group of output channels."""
+    count, out = math.prod(shape), shape[0]
+    kind, size = form
+    if kind == "int8":
+        return count + 2 * out
+    if kind == "int4":
+        blocks = shape[1] // math.gcd(size, shape[1]) if size else 1
+        return count / 2 + 2 * out * blocks
+    return count / 2 + 32 * out / (math.gcd(size, out) if size else out)
+
+
 class Model:
     def __init__(self, images: np.ndarray):
         torch.set_num_threads(1)
@@ -77,8 +99,11 @@ class Model:
         for name, module, norm in self.weights:
             if name in plan:
                 scale = _scale(module, norm).reshape(-1, *[1] * (module.weight.ndim - 1))
-                folded = module.weight.detach().numpy().astype(np.float32) * scale
-                named[name].weight.data = torch.from_numpy((compressed(folded, plan[name]) / scale).astype(np.float32))
+                if (name, plan[name]) not in _COMPRESSED:
+                    folded = module.weight.detach().numpy().astype(np.float32) * scale
+                    _COMPRESSED[name, plan[name]] = torch.from_numpy(
+                        (compressed(folded, plan[name]) / scale).astype(np.float32))
+                named[name].weight.data = _COMPRESSED[name, plan[name]]
         with torch.no_grad():
             out = model(self.x)
         return ((out.argmax(1) == self.ref.argmax(1)).float().mean().item(),
@@ -90,6 +115,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--greedy-images", type=int, default=48, help="confident crops for the promotion sweep")
     parser.add_argument("--no-lut", action="store_true", help="skip the k-means forms (minutes)")
+    parser.add_argument("--lows", default="int4,lut4", help="low sides of the promotion sweep (int4, lut4)")
     args = parser.parse_args()
     every = eval_images(8 * len(_photo_paths()))
     m = Model(every[:args.images])
@@ -106,18 +132,22 @@ def main() -> None:
     print(f"int8 per channel on all {len(every)} crops: top-1 {everything.run(int8)[0]:.3f}; "
           f"{confident.sum()} crops have fp32 top-1 probability >= {CONFIDENT}")
     g = Model(every[confident][:args.greedy_images])
-    low = ("int4", 32)
-    drift = {n: 1 - g.run({n: low})[1] for n, _, _ in g.weights}
     size = {n: mod.weight.numel() for n, mod, _ in g.weights}
-    order = sorted(drift, key=lambda n: -drift[n] / size[n])  # the search's order: drift per byte promoted
-    print(f"{len(g.x)} confident crops: int8 top-1 {g.run(int8)[0]:.3f}; promoting to int8 (per channel) in "
-          f"order of drift per weight, the rest int4 per block of 32:")
-    for k in range(0, len(order) + 1, 2):
-        promoted = set(order[:k])
-        top1, cosine = g.run({n: ("int8", 0) if n in promoted else low for n in size})
-        four = sum(v for n, v in size.items() if n not in promoted) / g.total
-        print(f"  {k:>2} promoted: {four:.1%} of weights at 4 bits, top-1 {top1:.3f} cosine {cosine:.4f}", flush=True)
-
+    shape = {n: tuple(mod.weight.shape) for n, mod, _ in g.weights}
+    mb = lambda plan: sum(stored_bytes(shape[n], f) for n, f in plan.items()) / 1e6  # noqa: E731
+    print(f"{len(g.x)} confident crops: int8 top-1 {g.run(int8)[0]:.3f}, {mb(int8):.2f} MB of compressed weights")
+    for low_name in args.lows.split(","):
+        low = LOWS[low_name]
+        drift = {n: 1 - g.run({n: low})[1] for n in size}
+        order = sorted(drift, key=lambda n: -drift[n] / size[n])  # the search's order: drift per weight promoted
+        print(f"promoting to int8 (per channel) in order of drift per weight, the rest {low_name} "
+              f"({'per block of 32' if low_name == 'int4' else 'a LUT per output channel'}):")
+        for k in range(0, len(order) + 1, 2):
+            plan = {n: HIGH if n in order[:k] else low for n in size}
+            top1, cosine = g.run(plan)
+            four = sum(v for n, v in size.items() if plan[n] == low) / g.total
+            print(f"  {k:>2} promoted: {four:.1%} of weights at 4 bits, {mb(plan):.2f} MB, top-1 {top1:.3f} "
+                  f"cosine {cosine:.4f}", flush=True)
 
 if __name__ == "__main__":
     main()
