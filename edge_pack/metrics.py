@@ -122,16 +122,17 @@ def correct(kind: str, vectors: list[np.ndarray], labels: np.ndarray) -> np.ndar
     return np.array(right, dtype=bool)
 
 
+def headline_name(kind: str, labeled: bool) -> str:
+    """The name of the one quality number the verdict table shows."""
+    if labeled:  # a decoder is labeled by a task file: its answers to the rows, scored
+        return {EMBEDDING: "centroid accuracy", NEXT_TOKEN: "task accuracy"}.get(kind, "accuracy")
+    return {LOGITS: "top-1 agreement", NEXT_TOKEN: "same top-1"}.get(kind, "cosine")
+
+
 def headline(kind: str, metrics: dict, labeled: bool) -> tuple[str, float]:
     """The one quality number the verdict table shows, and its name."""
-    if labeled:  # a decoder is labeled by a task file: its answers to the rows, scored
-        name = {EMBEDDING: "centroid accuracy", NEXT_TOKEN: "task accuracy"}.get(kind, "accuracy")
-        return name, metrics["accuracy"]
-    if kind == LOGITS:
-        return "top-1 agreement", metrics["top1_agreement"]
-    if kind == NEXT_TOKEN:
-        return "same top-1", metrics["same_top1"]
-    return "cosine", metrics["cosine_mean"]
+    key = "accuracy" if labeled else {LOGITS: "top1_agreement", NEXT_TOKEN: "same_top1"}.get(kind, "cosine_mean")
+    return headline_name(kind, labeled), metrics[key]
 
 
 def percentile(values: list[float], q: float) -> float | None:

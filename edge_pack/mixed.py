@@ -94,7 +94,7 @@ def _labeled(floor: Floor, kind: str, evalset, baseline: list) -> Floor:
     if floor.sla is None or evalset.labels is None:
         return floor
     base_correct = metrics.correct(kind, baseline, evalset.labels)
-    name, _ = metrics.headline(kind, {"accuracy": 0.0}, labeled=True)
+    name = metrics.headline_name(kind, labeled=True)
     return replace(floor, base_correct=base_correct,
                    text=f"the SLA's quality floor {floor.value:g} on {name} as a share of fp32's "
                         f"({base_correct.mean():.3f} on {len(base_correct)} labeled inputs)")
