@@ -357,7 +357,7 @@ def _fill(row: Row, result, vectors, kind, evalset, baseline, base_correct, base
         row.samples = labeled_samples(kind, vectors, correct)
     if correct is not None:
         found["accuracy"] = float(correct.mean())
-        certainty = statistics.accuracy_certainty(correct, base_correct)
+        certainty = statistics.accuracy_certainty(correct, base_correct, strict=plan["sla"].confidence)
     name, value = metrics.headline(kind, found, base_correct is not None)
     note = result.latency_note  # timings that would not be the device's are not reported at all
     row.runtime, row.host, row.threads, row.metrics = result.runtime, result.host, plan["options"].threads, found

@@ -117,7 +117,7 @@ def _row(name: str, target: TargetResult, rows: list[Row], spec: CascadeSpec, co
               metrics={"accuracy": point.accuracy, "escalated": point.escalated, "samples": len(report)},
               quality=Quality(target.quality_name, point.accuracy, base_value,
                               point.accuracy / base_value if base_value else None, point.accuracy - base_value,
-                              statistics.accuracy_certainty(right, base_right)),
+                              statistics.accuracy_certainty(right, base_right, strict=sla.confidence)),
               cascade={"first": str(spec.first), "fallback": str(spec.fallback), "threshold": found.threshold,
                        "picked_on": found.picked_on, "reported_on": found.reported_on,
                        "target_accuracy": found.target_accuracy, "text": text, "point": asdict(point),

@@ -23,7 +23,7 @@ from .hashing import text_sha256
 from .manifest import SCHEMA, file_entry, read_manifest, write_manifest
 from .models import ModelSpec
 from .results import Quality, Results, Row, TargetResult, write_results_files
-from .sla import judge
+from .sla import Sla, judge
 from .staging import locked, staged_folder
 
 MODELS = "models"  # the key of a job manifest that holds several models
@@ -156,7 +156,7 @@ def combine(per_model: dict[str, Results], manifest: dict, config: Config) -> Re
             rejected += [{**x, "model": model} for x in own.rejected_at_build]
             for row in results.rows_of(name):
                 row.model = model
-                _rebase(row, base_correct, base_value)
+                _rebase(row, base_correct, base_value, sla)
                 row.verdict = judge(row, sla)
                 target_rows.append(row)
         first = next(r.targets[name] for r in per_model.values() if name in r.targets)
@@ -187,7 +187,7 @@ def _cliffs(rows: list[Row], sla, base_value: float) -> dict:
     return found
 
 
-def _rebase(row: Row, base_correct: dict[str, bool], base_value: float) -> None:
+def _rebase(row: Row, base_correct: dict[str, bool], base_value: float, sla: Sla) -> None:
     """The row's accuracy against the baseline model's fp32, paired on the same samples."""
     if not row.ran or not row.samples:
         return
@@ -195,7 +195,7 @@ def _rebase(row: Row, base_correct: dict[str, bool], base_value: float) -> None:
     right = [bool(s["correct"]) for s in row.samples]
     base = [base_correct[s["id"]] for s in row.samples]
     row.quality = Quality(row.quality.name, value, base_value, value / base_value if base_value else None,
-                          value - base_value, statistics.accuracy_certainty(right, base))
+                          value - base_value, statistics.accuracy_certainty(right, base, strict=sla.confidence))
 
 
 # ------------------------------------------------------------------------------------------------ write

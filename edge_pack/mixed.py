@@ -55,7 +55,8 @@ class Floor:
         labeled = self.base_correct is not None
         name, value = metrics.headline(kind, found, labeled)
         base = float(self.base_correct.mean()) if labeled else 1.0
-        certainty = statistics.accuracy_certainty(found["correct"], self.base_correct) if labeled else None
+        certainty = (statistics.accuracy_certainty(found["correct"], self.base_correct, strict=self.sla.confidence)
+                     if labeled else None)
         quality = Quality(name, value, base, value / base if base else None, value - base, certainty)
         return quality.ratio if quality.ratio is not None else value, not quality_shortfalls(quality, self.sla)
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from .results import FAIL, PASS, UNVERIFIED, Quality, Row, Verdict
-from .statistics import resolution_points
+from .statistics import ratio_interval, resolution_points
 
 # The limits: a number each, and the range a number must be in to mean something.
 LIMITS = {
@@ -98,8 +98,8 @@ def quality_shortfalls(quality: Quality | None, sla: Sla) -> list[dict]:
         ratio = quality.ratio
         if sla.min_accuracy_ratio is not None and ratio is not None:
             bound_ratio, how = ratio, ""
-            interval = (quality.certainty or {}).get("ratio_interval")
-            if sla.confidence is not None and interval:  # strict: the lower bound, not the point
+            interval = ratio_interval(quality.certainty, sla.confidence) if sla.confidence is not None else None
+            if interval:  # strict: the lower bound at the SLA's confidence, not the point
                 bound_ratio, how = interval[0], f"the {sla.confidence:.0%} lower bound of "
             if bound_ratio < sla.min_accuracy_ratio:
                 if quality.baseline == 1.0 and not how:  # label-free agreement: already a share of the baseline

@@ -81,18 +81,31 @@ def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tupl
 
 
 def accuracy_certainty(candidate_correct: np.ndarray, baseline_correct: np.ndarray,
-                       confidence: float = CONFIDENCE) -> dict:
+                       confidence: float = CONFIDENCE, strict: float | None = None) -> dict:
     """What the eval set says about a labeled accuracy: its interval, the paired test against the
-    baseline on the same samples and the interval of the ratio to the baseline."""
+    baseline on the same samples and the interval of the ratio to the baseline; with `strict` (the SLA's
+    `confidence`), the ratio's interval at that confidence too, the one a strict verdict judges."""
     candidate_correct = np.asarray(candidate_correct, bool)
     baseline_correct = np.asarray(baseline_correct, bool)
     n = len(candidate_correct)
     worse = int((baseline_correct & ~candidate_correct).sum())
     better = int((~baseline_correct & candidate_correct).sum())
-    return {"samples": n, "confidence": confidence,
-            "interval": list(wilson(int(candidate_correct.sum()), n, confidence)),
-            "worse": worse, "better": better, "p_value": mcnemar_exact(worse, better),
-            "ratio_interval": _listed(bootstrap_ratio(candidate_correct, baseline_correct, confidence))}
+    found = {"samples": n, "confidence": confidence,
+             "interval": list(wilson(int(candidate_correct.sum()), n, confidence)),
+             "worse": worse, "better": better, "p_value": mcnemar_exact(worse, better),
+             "ratio_interval": _listed(bootstrap_ratio(candidate_correct, baseline_correct, confidence))}
+    if strict is not None and strict != confidence:
+        found["strict"] = {"confidence": strict,
+                           "ratio_interval": _listed(bootstrap_ratio(candidate_correct, baseline_correct, strict))}
+    return found
+
+
+def ratio_interval(certainty: dict | None, confidence: float) -> list | None:
+    """The interval of the ratio to the baseline at this confidence, if accuracy_certainty computed one."""
+    for found in (certainty or {}, (certainty or {}).get("strict") or {}):
+        if found.get("confidence") == confidence:
+            return found.get("ratio_interval")
+    return None
 
 
 def resolution_points(accuracy: float, n: int, confidence: float = CONFIDENCE) -> float:

@@ -176,6 +176,26 @@ def test_the_verdict_warns_when_the_eval_set_cannot_resolve_the_margin():
     assert not judge(same, Sla(min_accuracy_ratio=0.8)).notes  # a 17.5-point margin is resolved
 
 
+def test_strict_judges_the_ratios_interval_at_the_slas_own_confidence():
+    """At `confidence = 0.99` the lower bound is the 99 % interval's, wider than the 95 % one the table shows:
+    a candidate whose 95 % bound clears the floor but whose 99 % bound does not fails."""
+    from edge_pack.statistics import accuracy_certainty
+
+    baseline = np.array([True] * 42 + [False] * 6)
+    candidate = baseline.copy()
+    candidate[:2] = False  # two answers fp32 got right, wrong
+    at_95 = accuracy_certainty(candidate, baseline)["ratio_interval"][0]
+    at_99 = accuracy_certainty(candidate, baseline, strict=0.99)["strict"]["ratio_interval"][0]
+    floor = round((at_95 + at_99) / 2, 3)
+    assert at_99 < floor < at_95
+    found = row("q8", 8, 23, candidate.mean(), 6, baseline=baseline.mean())
+    found.quality.certainty = accuracy_certainty(candidate, baseline, strict=0.99)
+    assert judge(found, Sla(min_accuracy_ratio=floor, confidence=0.95)).status == "pass"
+    verdict = judge(found, Sla(min_accuracy_ratio=floor, confidence=0.99))
+    assert verdict.status == "fail"
+    assert verdict.reasons == [f"the 99% lower bound of accuracy {at_99:.1%} of baseline < {floor:.1%}"]
+
+
 def test_strict_confidence_passes_only_when_the_ratios_bound_clears_the_floor():
     one_worse = certain(np.array([True] * 41 + [False] * 7))  # 97.6 % of baseline: fails at the point too
     assert judge(one_worse, Sla(min_accuracy_ratio=0.95)).status == "pass"
