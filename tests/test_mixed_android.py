@@ -1,6 +1,6 @@
 """Mixed precision on LiteRT (issue 18, android): `--precision auto` sets each torch module's ops at its own
 precision with ai-edge-quantizer recipe entries, built, validated on the LiteRT interpreter and benched as a row.
-- the digits CNN (a CNN's pair, int4 with fp16): its first convolution is a DEPTHWISE_CONV_2D, which
+- the digits CNN (a CNN's pair, int4 with weight-only int8): its first convolution is a DEPTHWISE_CONV_2D, which
   the quantizer's policy gives no 4-bit weights, so that op stays int8 while the other convolution and the
   head store 4 bits (uniform int4 keeps every convolution at int8);
 - the fragile embedder (a text encoder's pair, full-integer int8 with float): every module at int8 misses the
@@ -16,7 +16,7 @@ import models
 
 pytest.importorskip("ai_edge_quantizer", reason="the android toolchain is not installed (pip install 'edge-pack[android]')")
 
-CNN_MIXED, TEXT_MIXED = "mixed-4/16", "mixed-8/32"
+CNN_MIXED, TEXT_MIXED = "mixed-4/8", "mixed-8/32"
 TEXT_FLOOR = 0.9998  # between every module at int8 (0.9995 on the built-in inputs) and every one float (1.0)
 
 
@@ -93,6 +93,32 @@ def test_a_cnn_mix_stores_its_4_bit_convolution_weights_with_a_zero_point_per_ch
     model = tfl_flatbuffer_utils.read_model(str(bundle / "android" / "model_mixed.tflite"))
     int4 = [t for t in model.subgraphs[0].tensors if t.type == schema.TensorType.INT4 and len(t.shape) == 4]
     assert int4 and all(np.any(np.asarray(t.quantization.zeroPoint) != 0) for t in int4)
+
+
+def test_a_cnn_promotes_its_layers_to_weight_only_int8(cnn_mixed):
+    """A CNN's high side is weight-only int8 (dequantized at load, float compute), not fp16: promotions keep
+    most weights at 4 bits (EfficientNet-Lite0's fp16 promotions left 35 % of them there)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    from edge_pack.converters.android_layers import modules, quantize_layers
+    from edge_pack.targets import get_target
+
+    for task in ("generic", "image-classification"):
+        pair = get_target("android").for_task(task).mixed
+        assert (pair.low, pair.high, pair.name(get_target("android"))) == ("int4", "weight-only-int8", CNN_MIXED)
+    bundle, _ = cnn_mixed
+    fp32, out = bundle / "android" / "model_fp32.tflite", bundle.parent / "promoted.tflite"
+    names = list(modules(fp32))
+    conv = next(n for n in names if n.endswith("Conv2d_2"))
+    quantize_layers(fp32, {n: "weight-only-int8" if n == conv else "int4" for n in names}, out, None)
+    assert _weight_types(out) == {"DEPTHWISE_CONV_2D": {"INT8"}, "CONV_2D": {"INT8"}, "FULLY_CONNECTED": {"INT4"}}
+    model = tfl_flatbuffer_utils.read_model(str(out))
+    graph = model.subgraphs[0]
+    kind = lambda op: model.operatorCodes[op.opcodeIndex].builtinCode  # noqa: E731
+    producers = {o: op for op in graph.operators for o in op.outputs}
+    (convolution,) = [op for op in graph.operators if kind(op) == schema.BuiltinOperator.CONV_2D]
+    assert kind(producers[convolution.inputs[1]]) == schema.BuiltinOperator.DEQUANTIZE  # float compute
 
 
 def test_a_text_mix_keeps_float_what_int8_activations_break_and_passes_where_int8_fails(text_mixed):
