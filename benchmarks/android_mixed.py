@@ -2,15 +2,18 @@
 - MiniLM (all-MiniLM-L6-v2, the demo model): full-integer int8 layers with the ones int8 activations break left
   float (the feature-extraction pair of targets/android.toml), beside uniform full-integer int8 and int8-a16
   (int16 activations);
-- EfficientNet-Lite0 (the entry point benchmarks/efficientnet_lite0.py, the photo crops of ios_mixed.py): 4-bit weights with the sensitive layers at fp16,
-  beside uniform fp16, dynamic-int8 and int4 (fp32 too: bench compares an entry point's rows with it).
+- EfficientNet-Lite0 (the entry point benchmarks/efficientnet_lite0.py, the confident photo crops of ios_mixed.py):
+  4-bit weights with the sensitive layers at weight-only int8, beside uniform fp16, weight-only-int8, dynamic-int8,
+  int8 (full-integer, calibrated on 32 other confident crops) and int4 (which is dynamic-int8 with 4 bits only in
+  the head: LiteRT has no 4-bit convolution kernel); fp32 too: bench compares an entry point's rows with it.
 
 Run: .venv/bin/python benchmarks/android_mixed.py [--model minilm cnn] [--minilm-floor 0.98] [--cnn-floor 0.95]
      [--runs 10] [--budget 12]
 A floor is the SLA's min_accuracy_ratio on what bench's verdict reads, which the search stops on too: MiniLM's
 centroid accuracy on the labels of examples/demo/eval.jsonl (48 sentences, also its calibration) as a share of
 fp32's; the CNN's top-1 agreement with fp32 on --images crops of the photos scikit-image, scikit-learn and
-matplotlib bundle (its mix needs no calibration).
+matplotlib bundle (its mix needs no calibration). "no-op promotions" counts promoted layers whose weights have
+no 4-bit config (a depthwise convolution is weight-only int8 at both levels).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CALIBRATION_CROPS = 32  # confident crops after the eval ones, for the CNN's full-integer int8
 
 
 def four_bit_share(path: Path) -> float:
@@ -34,6 +38,14 @@ def four_bit_share(path: Path) -> float:
                if len(t.shape) >= 2 and model.buffers[t.buffer].data is not None]
     total = sum(int(np.prod(t.shape)) for t in weights)
     return sum(int(np.prod(t.shape)) for t in weights if t.type == schema.TensorType.INT4) / max(total, 1)
+
+
+def no_op(fp32: Path, promoted: list[str]) -> int:
+    """Promoted layers whose weighted ops have no 4-bit config: the same weight-only int8 at either level."""
+    from edge_pack.converters.android_layers import four_bits, modules
+
+    found = modules(fp32)
+    return sum(all(four_bits(op) is None for op, n in found[name]["weights"].items() if n) for name in promoted)
 
 
 def run(title: str, source: str, precisions: list[str], floor: float, calibration: Path, eval_path: Path,
@@ -67,7 +79,8 @@ def run(title: str, source: str, precisions: list[str], floor: float, calibratio
         recipe = mixed["recipe"]
         print(f"promoted to {recipe['search']['high']}: {recipe['promoted'] or 'none'}")
         print(f"layers {recipe['layers']}; {recipe.get('int4_kept_at_int8') or ''}")
-        print(f"weights stored at 4 bits: {four_bit_share(tmp / 'bundle' / 'android' / recipe['file']):.1%}")
+        print(f"weights stored at 4 bits: {four_bit_share(tmp / 'bundle' / 'android' / recipe['file']):.1%}; "
+              f"no-op promotions: {no_op(tmp / 'bundle' / 'android' / 'model_fp32.tflite', recipe['promoted'])}")
     print(f"costliest per byte saved (drift = 1 - mean cosine, that layer alone at {sensitivity.get('precision')}):")
     by_name = {s["layer"]: s for s in sensitivity.get("layers", [])}
     for name in sensitivity.get("costliest_per_byte", []):
@@ -96,7 +109,7 @@ def main() -> None:
     parser.add_argument("--cnn-floor", type=float, default=0.95)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--budget", type=int, default=12)
-    parser.add_argument("--images", type=int, default=64, help="CNN eval crops (at most 152)")
+    parser.add_argument("--images", type=int, default=48, help="CNN eval crops (at most 152; 32 more calibrate int8)")
     parser.add_argument("--min-confidence", type=float, default=0.2,
                         help="CNN: keep crops where fp32's top-1 probability is at least this (0: every crop)")
     args = parser.parse_args()
@@ -114,12 +127,15 @@ def main() -> None:
             from ios_mixed import confident_images
 
             (tmp / "cnn").mkdir()
-            crops, confident = confident_images(args.images, args.min_confidence)
+            crops, confident = confident_images(args.images + CALIBRATION_CROPS, args.min_confidence)
+            crops, calibration = crops[:args.images], crops[args.images:]  # full-integer int8's, not judged on
             print(f"EfficientNet-Lite0: {len(crops)} crops of the {confident} where fp32's top-1 probability is "
-                  f"≥ {args.min_confidence:g}")
+                  f"≥ {args.min_confidence:g}, {len(calibration)} others to calibrate int8")
             np.savez(tmp / "cnn" / "eval.npz", image=crops)
-            run("EfficientNet-Lite0", "efficientnet_lite0:factory", ["fp32", "fp16", "dynamic-int8", "int4"],
-                args.cnn_floor, None, tmp / "cnn" / "eval.npz", tmp / "cnn", args)
+            np.savez(tmp / "cnn" / "calibration.npz", image=calibration)
+            run("EfficientNet-Lite0", "efficientnet_lite0:factory",
+                ["fp32", "fp16", "weight-only-int8", "dynamic-int8", "int8", "int4"], args.cnn_floor,
+                tmp / "cnn" / "calibration.npz", tmp / "cnn" / "eval.npz", tmp / "cnn", args)
 
 if __name__ == "__main__":
     main()
