@@ -1,7 +1,9 @@
 """Why 8-bit phone decoders lose SmolLM2's greedy answers, and which 8-bit rounding keeps them: torch fp32
 against torch with its weights rounded as the phone recipes round them (symmetric int8, one scale per output
 row as LiteRT's weight-only-int8 and Core ML's int8, or per block of 32 as Core ML's int8-block32 and
-llama.cpp's q8_0, or of 16 as Core ML's int8-block16 and the web target's 8-bit blocks of 16), component by component (linear weights of the blocks, the tied embedding/lm_head table,
+llama.cpp's q8_0, or of 16 as Core ML's int8-block16 and the web target's 8-bit blocks of 16), asymmetric (a zero point
+per row or block: coremltools' mode="linear", ai-edge-quantizer's symmetric=False, onnxruntime's 8-bit
+blocks with zero points), component by component (linear weights of the blocks, the tied embedding/lm_head table,
 attention or MLP kept float), and as the other roundings ai-edge-quantizer offers at 8 bits per channel:
 Hadamard-rotated input axis (its hadamard_rotation), activations rounded on the fly (dynamic-int8, with
 and without the rotation), and GPTQ (its gptq.py: each column's rounding error pushed onto the columns not
@@ -33,6 +35,8 @@ from transformers import AutoTokenizer  # noqa: E402
 from ai_edge_quantizer import qtyping  # noqa: E402
 from ai_edge_quantizer.algorithms.uniform_quantize import gptq as gptq_algorithm  # noqa: E402
 from ai_edge_quantizer.algorithms.uniform_quantize import hadamard_rotation, uniform_quantize_tensor  # noqa: E402
+from coremltools.converters.mil.mil import types as mil_types  # noqa: E402
+from coremltools.optimize import _utils as coreml_quant  # noqa: E402
 
 d = smollm2.smollm2()
 tok = AutoTokenizer.from_pretrained(d)
@@ -58,6 +62,24 @@ def blk(w, block=32):
 
 def blk16(w):
     return blk(w, 16)
+
+
+def zp(w, block=0):
+    """int8 with a zero point (asymmetric): coremltools' own mode="linear" rounding (compute_qparams_by_dtype,
+    dequantize_by_scale_and_zp) per block of `block` along the input axis, or per output row (0). The range
+    is widened to hold 0, scale = (max - min) / 255, zero point = round(-128 - min / scale): the same formula
+    as ai-edge-quantizer's symmetric=False (tensor_zp_scale_from_min_max)."""
+    q, scale, zero = coreml_quant.compute_qparams_by_dtype(w.detach().numpy().astype(np.float32), mil_types.int8,
+                                                           "LINEAR", [1, block])
+    return torch.from_numpy(coreml_quant.dequantize_by_scale_and_zp(q, scale, zero)).float()
+
+
+def zp32(w):
+    return zp(w, 32)
+
+
+def zp16(w):
+    return zp(w, 16)
 
 
 def f16(w):
@@ -159,6 +181,9 @@ VARIANTS = {
     "blk32-8-blocks-only": (lambda n: blk, None, {}),
     "blk16-8-all": (lambda n: blk16, blk16, {}),
     "blk16-8-blocks-only": (lambda n: blk16, None, {}),
+    "zp-ch8-all": (lambda n: zp, zp, {}),
+    "zp-blk32-8-all": (lambda n: zp32, zp32, {}),
+    "zp-blk16-8-all": (lambda n: zp16, zp16, {}),
     "ch8-attention-float": (lambda n: None if "self_attn" in n else ch, ch, {}),
     "ch8-mlp-float": (lambda n: None if "mlp" in n else ch, ch, {}),
     "ch8-v-o-float": (lambda n: None if re.search(r"[vo]_proj", n) else ch, ch, {}),
