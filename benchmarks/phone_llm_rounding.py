@@ -64,12 +64,13 @@ def blk16(w):
     return blk(w, 16)
 
 
-def zp(w, block=0):
+def zp(w, block=0, dtype=np.float32):
     """int8 with a zero point (asymmetric): coremltools' own mode="linear" rounding (compute_qparams_by_dtype,
     dequantize_by_scale_and_zp) per block of `block` along the input axis, or per output row (0). The range
     is widened to hold 0, scale = (max - min) / 255, zero point = round(-128 - min / scale): the same formula
-    as ai-edge-quantizer's symmetric=False (tensor_zp_scale_from_min_max)."""
-    q, scale, zero = coreml_quant.compute_qparams_by_dtype(w.detach().numpy().astype(np.float32), mil_types.int8,
+    as ai-edge-quantizer's symmetric=False (tensor_zp_scale_from_min_max). dtype=np.float16: as coremltools
+    compresses the fp16 program's weights (fp16 weights in, fp16 scales and dequantized weights out)."""
+    q, scale, zero = coreml_quant.compute_qparams_by_dtype(w.detach().numpy().astype(dtype), mil_types.int8,
                                                            "LINEAR", [1, block])
     return torch.from_numpy(coreml_quant.dequantize_by_scale_and_zp(q, scale, zero)).float()
 
@@ -80,6 +81,14 @@ def zp32(w):
 
 def zp16(w):
     return zp(w, 16)
+
+
+def zp32h(w):
+    return zp(w, 32, np.float16)
+
+
+def zp16h(w):
+    return zp(w, 16, np.float16)
 
 
 def f16(w):
@@ -184,6 +193,8 @@ VARIANTS = {
     "zp-ch8-all": (lambda n: zp, zp, {}),
     "zp-blk32-8-all": (lambda n: zp32, zp32, {}),
     "zp-blk16-8-all": (lambda n: zp16, zp16, {}),
+    "zp-blk32-8-all-fp16": (lambda n: zp32h, zp32h, {}),
+    "zp-blk16-8-all-fp16": (lambda n: zp16h, zp16h, {}),
     "ch8-attention-float": (lambda n: None if "self_attn" in n else ch, ch, {}),
     "ch8-mlp-float": (lambda n: None if "mlp" in n else ch, ch, {}),
     "ch8-v-o-float": (lambda n: None if re.search(r"[vo]_proj", n) else ch, ch, {}),
