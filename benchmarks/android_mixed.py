@@ -45,7 +45,8 @@ def no_op(fp32: Path, promoted: list[str]) -> int:
     from edge_pack.converters.android_layers import four_bits, modules
 
     found = modules(fp32)
-    return sum(all(four_bits(op) is None for op, n in found[name]["weights"].items() if n) for name in promoted)
+    weighted = [[op for op, n in found[name]["weights"].items() if n] for name in promoted]
+    return sum(bool(ops) and all(four_bits(op) is None for op in ops) for ops in weighted)
 
 
 def run(title: str, source: str, precisions: list[str], floor: float, calibration: Path, eval_path: Path,
@@ -79,8 +80,9 @@ def run(title: str, source: str, precisions: list[str], floor: float, calibratio
         recipe = mixed["recipe"]
         print(f"promoted to {recipe['search']['high']}: {recipe['promoted'] or 'none'}")
         print(f"layers {recipe['layers']}; {recipe.get('int4_kept_at_int8') or ''}")
-        print(f"weights stored at 4 bits: {four_bit_share(tmp / 'bundle' / 'android' / recipe['file']):.1%}; "
-              f"no-op promotions: {no_op(tmp / 'bundle' / 'android' / 'model_fp32.tflite', recipe['promoted'])}")
+        if recipe["search"]["low"] == "int4":
+            print(f"weights stored at 4 bits: {four_bit_share(tmp / 'bundle' / 'android' / recipe['file']):.1%}; "
+                  f"no-op promotions: {no_op(tmp / 'bundle' / 'android' / 'model_fp32.tflite', recipe['promoted'])}")
     print(f"costliest per byte saved (drift = 1 - mean cosine, that layer alone at {sensitivity.get('precision')}):")
     by_name = {s["layer"]: s for s in sensitivity.get("layers", [])}
     for name in sensitivity.get("costliest_per_byte", []):
