@@ -1,5 +1,6 @@
-"""Mixed precision on Core ML (issue 18, ios): `--precision auto` on the digits ViT classifier mixes int4 and
-int8 per weight const (coremltools op_name_configs), validated on the MIL emulator and benched as a row."""
+"""Mixed precision on Core ML (issue 18, ios): `--precision auto` on the digits ViT classifier mixes an image
+classifier's pair ([mixed.tasks.image-classification]: a 4-bit LUT per output channel and int8) per weight const
+(coremltools op_name_configs), validated on the MIL emulator and benched as a row."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,7 @@ from conftest import assert_one_line_error, edge_pack
 import models
 
 MIXED = "mixed-4/8"
+LOW, HIGH = "palettize4-channel", "int8"  # targets/ios.toml [mixed.tasks.image-classification]
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +30,28 @@ def test_the_mix_is_built_validated_and_lists_its_promoted_ops(ios_mixed):
     assert len(ranking) > 4
     assert set(mixed["recipe"]["promoted"]) <= set(ranking)
     counts = mixed["recipe"]["layers"]
-    assert counts["int4"] + counts["int8"] == len(ranking)
-    assert counts["int8"] == len(mixed["recipe"]["promoted"])
+    assert counts[LOW] + counts[HIGH] == len(ranking)
+    assert counts[HIGH] == len(mixed["recipe"]["promoted"])
     assert mixed["validation"]["cosine_mean"] >= 0.99
     assert mixed["recipe"]["search"]["builds"][-1]["passed"] or mixed["recipe"]["search"]["builds"][0]["passed"]
+
+
+def test_an_image_classifiers_low_ops_are_palettized_in_the_built_program(ios_mixed):
+    import coremltools as ct
+
+    from edge_pack.converters.ios import weight_storage
+
+    bundle, manifest = ios_mixed
+    mixed = next(a for a in manifest["artifacts"] if a["precision"] == MIXED)
+    assert (mixed["recipe"]["search"]["low"], mixed["recipe"]["search"]["high"]) == (LOW, HIGH)
+    assert manifest["targets"]["ios"]["sensitivity"]["precision"] == LOW
+    low = {s["layer"]: s["weights"] for s in manifest["targets"]["ios"]["sensitivity"]["layers"]
+           if s["layer"] not in mixed["recipe"]["promoted"]}
+    assert low  # some ops stay at the low side
+    package = bundle / next(f["path"] for f in mixed["files"]).split(".mlpackage")[0]
+    stored = weight_storage(ct.models.MLModel(f"{package}.mlpackage", skip_model_load=True))
+    assert stored["lut4"] == sum(low.values()) == mixed["recipe"]["weights"]["lut4"]
+    assert "int4" not in stored
 
 
 def test_the_mix_is_benched_as_a_row(ios_mixed):
@@ -80,6 +100,19 @@ def test_a_grouped_lut_is_fitted_to_a_channel_count_the_group_does_not_divide(di
     chosen = select_weights(model, False)
     compressed, _ = compress_layers(model, dict.fromkeys(chosen, "g16"), {"g16": grouped}, WEIGHT_THRESHOLD)
     assert weight_storage(compressed).get("lut4") == 4608 + 5120
+
+
+def test_the_size_estimate_counts_the_luts_and_scales(digits_cnn_fp16):
+    # a LUT per output channel is 16 fp16 values: the conv's 32 channels add 1024 bytes to its 2304 of 4-bit
+    # values, the 10-class head 320 to its 2560; int8 per channel adds a 2-byte scale per channel
+    from edge_pack.converters.ios import select_weights
+    from edge_pack.converters.ios_layers import layers
+
+    converter, model = digits_cnn_fp16
+    pair = {p: converter.target.precision(p) for p in (LOW, HIGH)}
+    found = {l.weights: l.bytes for l in layers(model, select_weights(model, False), pair)}
+    assert found[4608] == {"float": 9216, LOW: 2304 + 32 * 32, HIGH: 4608 + 32 * 2}
+    assert found[5120] == {"float": 10240, LOW: 2560 + 10 * 32, HIGH: 5120 + 10 * 2}
 
 
 def test_palettize4_channel_stores_every_chosen_weight_at_4_bits(digits_cnn_fp16):

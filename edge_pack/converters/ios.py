@@ -74,7 +74,7 @@ class Converter(contracts.Converter):
 
         model = self._converted("fp16")
         return layers(model, select_weights(model, self.quantize_embeddings),
-                      {p: self.target.precision(p).bits for p in self._mixed_settings()})
+                      {p: self.target.precision(p) for p in self._mixed_settings()})
 
     def convert_layers(self, levels: dict[str, str], out: Path | None = None) -> Built:
         from .ios_layers import compress_layers

@@ -13,13 +13,31 @@ import numpy as np
 from ..contracts import Layer
 
 
-def layers(model, weights: dict[str, str], bits: dict[str, int]) -> list[Layer]:
+def layers(model, weights: dict[str, str], precisions: dict) -> list[Layer]:
     """The weight consts `weights` (op name -> kind, from ios.select_weights) with their stored bytes as
-    fp16 and at each precision (`bits`: precision -> its declared bits per weight), estimated from the weight count."""
-    sizes = {name: int(np.prod(shape)) for name, (shape, _) in _weights(model, weights).items()}
-    return [Layer(name, kind, sizes[name], {"float": 2 * sizes[name],
-                                            **{p: sizes[name] * b // 8 for p, b in bits.items()}})
+    fp16 and at each precision (`precisions`: name -> targets.Precision), estimated from the weight's shape."""
+    found = _weights(model, weights)
+    return [Layer(name, kind, int(np.prod(found[name][0])),
+                  {"float": 2 * int(np.prod(found[name][0])),
+                   **{p: stored_bytes(spec.bits, spec.settings["compress"], *found[name]) for p, spec in precisions.items()}})
             for name, kind in weights.items()]
+
+
+def stored_bytes(bits: float, compress: dict, shape: tuple, axes: tuple) -> int:
+    """A weight's bytes compressed by `compress`: its values at `bits`, plus the fp16 scales or look-up tables
+    stored beside them. The tables matter: a 4-bit LUT per output channel (16 fp16 values) of a depthwise conv's
+    25 weights a channel is larger than the weights themselves, and larger than int8 per channel."""
+    recipe = _fitted(dict(compress), shape, axes)
+    size, output_axis = int(np.prod(shape)), axes[1]
+    channels = int(shape[output_axis]) if output_axis is not None else 1
+    if recipe["method"] == "palettize":
+        tables = max(channels // int(recipe["group_size"]), 1) if recipe.get("granularity") == "per_grouped_channel" else 1
+        side = tables * 2 ** int(recipe["nbits"])
+    elif recipe.get("granularity") == "per_block":
+        side = size // int(recipe["block_size"])
+    else:
+        side = channels if recipe.get("granularity") == "per_channel" else 1
+    return int(size * bits) // 8 + 2 * side
 
 
 def compress_layers(model, levels: dict[str, str], settings: dict[str, dict], threshold: int):
