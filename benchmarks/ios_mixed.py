@@ -120,7 +120,7 @@ def main() -> None:
 
     uniform = [p for p in args.uniform.split(",") if not (args.no_palettize and p.startswith("palettize"))]
     auto = [] if args.no_auto else ["auto"]
-    pair = get_target("ios").for_task("image-classification").mixed  # the [mixed] pair a classifier gets
+    pair = get_target("ios").for_task("generic").mixed  # the [mixed] pair an entry point (a generic model) gets
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "eval.npz"
         crops, confident = confident_images(args.images, args.min_confidence)

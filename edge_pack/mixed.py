@@ -267,7 +267,7 @@ def _outcome(name: str, best: Trial | None, uniform: list[dict], floor: Floor, k
     floor, nothing smaller than the best of them, or no mix that passes at all."""
     if best is None:
         return {"outcome": NONE_PASSED, "statement": f"no mix met {limits} within {budget} builds"}
-    passing = [a for a in uniform if a.get("passed", a["quality"] >= floor.value)]
+    passing = [a for a in uniform if a["passed"]]
     smallest = min(passing, key=lambda a: a["bytes"], default=None)
     mix = _mb(best.bytes)
     if smallest is not None and smallest["bytes"] <= best.bytes:

@@ -102,6 +102,14 @@ def test_a_grouped_lut_is_fitted_to_a_channel_count_the_group_does_not_divide(di
     assert weight_storage(compressed).get("lut4") == 4608 + 5120
 
 
+def test_an_entry_point_and_an_image_classifier_get_the_lut_pair():
+    from edge_pack.targets import get_target
+
+    for task in ("generic", "image-classification"):
+        assert (get_target("ios").for_task(task).mixed.low, get_target("ios").for_task(task).mixed.high) == (LOW, HIGH)
+    assert get_target("ios").for_task("feature-extraction").mixed.low == "int4"
+
+
 def test_the_size_estimate_counts_the_luts_and_scales(digits_cnn_fp16):
     # a LUT per output channel is 16 fp16 values: the conv's 32 channels add 1024 bytes to its 2304 of 4-bit
     # values, the 10-class head 320 to its 2560; int8 per channel adds a 2-byte scale per channel
@@ -128,5 +136,5 @@ def test_the_mix_is_compared_with_uniform_candidates_on_its_own_inputs():
     floor = Floor(0.95, None, "the floor")
     best = Trial(frozenset({"a"}), 300, {}, 0.97, True)
     int4 = {"precision": "int4", "bytes": 200, "validation": {"top1_agreement": 1.0}}
-    assert _outcome(MIXED, best, [{**int4, "quality": 0.22}], floor, "logits", "it", 4)["outcome"] == SMALLER
-    assert _outcome(MIXED, best, [{**int4, "quality": 0.96}], floor, "logits", "it", 4)["outcome"] == NOT_SMALLER
+    assert _outcome(MIXED, best, [{**int4, "quality": 0.22, "passed": False}], floor, "logits", "it", 4)["outcome"] == SMALLER
+    assert _outcome(MIXED, best, [{**int4, "quality": 0.96, "passed": True}], floor, "logits", "it", 4)["outcome"] == NOT_SMALLER
