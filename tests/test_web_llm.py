@@ -327,7 +327,7 @@ def test_q8_layers_too_big_to_hold_as_float32_stay_matmulnbits():
         assert ("dequantized_max_mb" in recipe) == kept and ("MatMulNBits" in recipe["matmul"]) == kept
 
 
-def test_q8_table_at_8_bits_is_dequantized_at_load_and_shared_by_the_lookup():
+def test_q8_table_at_8_bits_is_dequantized_at_load_and_shared_by_the_lookup(tmp_path):
     """decoder_table = "dequantized" (blocks of 16, float16 scales): a tied table is quantized once, as the
     lm_head's weight, and both the lm_head and the embedding lookup read it dequantized at load: no
     MatMulNBits node, no float table in the file, one byte a weight plus float16 scales, float32 logits
@@ -359,3 +359,13 @@ def test_q8_table_at_8_bits_is_dequantized_at_load_and_shared_by_the_lookup():
     logits = run(quantized)
     cosine = np.sum(logits * reference) / np.linalg.norm(logits) / np.linalg.norm(reference)
     assert cosine > 0.999 and (logits.argmax(-1) == reference.argmax(-1)).all(), cosine
+    # onnxruntime folds ONE float32 table that the lookup (its columns) and the lm_head both read, not a
+    # transposed second copy for the lookup
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "folded.onnx")
+    ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    folded = onnx.load(str(tmp_path / "folded.onnx"))
+    tables = [t.name for t in folded.graph.initializer if sorted(t.dims) == [80, 256]]
+    assert len(tables) == 1, [(t.name, list(t.dims)) for t in folded.graph.initializer]
+    readers = {n.op_type for n in folded.graph.node if tables[0] in n.input}
+    assert readers == {"Gather", "MatMul"}, readers

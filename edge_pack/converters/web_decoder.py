@@ -8,8 +8,8 @@ Where the weights go, per precision:
 - q8: MatMulNBitsQuantizer's 8-bit weights (targets/web.toml: blocks of 16 with a zero point each, scales
   stored as float16) on every MatMul, the lm_head included, stored as its bytes, scales and zero points and
   dequantized by plain ops onnxruntime folds once at load, so the matmuls run in float32 (decoder_matmul);
-  a tied embedding looks up the lm_head's dequantized table (decoder_table = "dequantized"; an untied
-  lookup table stays float16). Measured on SmolLM2-135M (benchmarks/web_llm.py --q8-recipes): the
+  a tied embedding looks up the columns of the lm_head's dequantized table, one float32 table for both
+  (decoder_table = "dequantized"; an untied one stays float16). On SmolLM2-135M (web_llm.py --q8-recipes): the
   MatMulNBits node itself has no 8-bit kernel in onnxruntime-web's WASM or at its default accuracy on x64,
   so it dequantizes every weight at every call (0.15-0.21x the decode rate of quantize_dynamic's MatMulInteger
   file in Chromium and Node); dequantized at load it is 0.9-2.4x, with the same tokens, at the cost of float32
@@ -295,7 +295,7 @@ TABLES = {
     "float16": "float16 table",  # cast to float32 where it is read
     "float32": "float32 table",
     # the table quantized like the layers (MatMulNBitsQuantizer, as the lm_head's weight: blocks along the
-    # hidden axis of each token's row), dequantized at load with them; a tied embedding looks up its transpose
+    # hidden axis of each token's row), dequantized at load with them; a tied embedding looks up its columns
     "dequantized": "8-bit table dequantized once at load",
 }
 
@@ -358,19 +358,28 @@ def _quantize_body(model, bits: int, table: str, matmul: str = "nbits", symmetri
 
 
 def _look_up_dequantized_head(model, gather, head) -> None:
-    """A tied table quantized as the lm_head's weight: the embedding Gather reads that weight, dequantized at
-    load, transposed back to (vocab, hidden) (one more folded constant) and the float table is dropped. The
-    head's dequantizing nodes read constants only, so they move to the front, before the lookup."""
+    """A tied table quantized as the lm_head's weight: the embedding Gather reads that weight itself,
+    dequantized at load as (hidden, vocab), picking columns (axis=1), and the few looked-up rows are
+    transposed back at run time; the float table is dropped. So onnxruntime folds ONE float32 table for
+    both (a folded Transpose to (vocab, hidden) was a second 113 MB copy for SmolLM2-135M). The head's
+    dequantizing nodes read constants only, so they move to the front, before the lookup."""
     prefix = f"{head.name}_w_"
     chain = [n for n in model.graph.node if n.name.startswith(prefix)]
     for node in chain:
         model.graph.node.remove(node)
-    rows = f"{head.name}_w_table"
-    chain.append(helper.make_node("Transpose", [head.input[1]], [rows], perm=[1, 0], name=rows))
     for offset, node in enumerate(chain):
         model.graph.node.insert(offset, node)
-    table = gather.input[0]
-    gather.input[0] = rows
+    table, ids = gather.input[0], gather.input[1]
+    rank = next((len(i.type.tensor_type.shape.dim) for i in model.graph.input if i.name == ids), 2)
+    rows = gather.output[0]
+    gather.input[0] = head.input[1]
+    gather.output[0] = f"{rows}_columns"  # (hidden, *ids' shape)
+    for attribute in [a for a in gather.attribute if a.name == "axis"]:
+        gather.attribute.remove(attribute)
+    gather.attribute.append(helper.make_attribute("axis", 1))
+    back = helper.make_node("Transpose", [gather.output[0]], [rows], perm=[*range(1, rank + 1), 0],
+                            name=f"{gather.name or 'embedding'}_rows")
+    model.graph.node.insert(list(model.graph.node).index(gather) + 1, back)
     if not any(table in n.input for n in model.graph.node):
         model.graph.initializer.remove(_initializers(model)[table])
 
