@@ -233,8 +233,7 @@ def search(converter: Converter, target: Target, source: SourceModel, validation
         quality, passed = floor.judge(validation.kind, trials.measure([root / f["path"] for f in artifact["files"]])[0])
         return {**artifact, "quality": quality, "passed": passed}
 
-    outcome = _outcome(name, best, [judged(a) for a in uniform] if best is not None else [], floor, validation.kind,
-                       limits, budget)
+    outcome = _outcome(name, best, [judged(a) for a in uniform] if best is not None else [], limits, budget)
     converter.meta["mixed"] = {**outcome, "builds": record}
     if best is None:
         tried = "; ".join(f"{r['promoted']} at {mixed.high}: {r['quality']:.4f}"
@@ -260,8 +259,7 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e6:.3g} MB"
 
 
-def _outcome(name: str, best: Trial | None, uniform: list[dict], floor: Floor, kind: str, limits: str,
-             budget: int) -> dict:
+def _outcome(name: str, best: Trial | None, uniform: list[dict], limits: str, budget: int) -> dict:
     """What the search found, said in one sentence (the manifest's mixed.statement, and the build's message
     when the mix is not shipped): a mix smaller than every uniform candidate built beside it that meets the
     floor, nothing smaller than the best of them, or no mix that passes at all."""

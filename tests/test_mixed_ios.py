@@ -131,10 +131,9 @@ def test_palettize4_channel_stores_every_chosen_weight_at_4_bits(digits_cnn_fp16
 
 def test_the_mix_is_compared_with_uniform_candidates_on_its_own_inputs():
     # a uniform candidate's quality on the search's inputs decides, not its build-time validation
-    from edge_pack.mixed import NOT_SMALLER, SMALLER, Floor, Trial, _outcome
+    from edge_pack.mixed import NOT_SMALLER, SMALLER, Trial, _outcome
 
-    floor = Floor(0.95, None, "the floor")
     best = Trial(frozenset({"a"}), 300, {}, 0.97, True)
     int4 = {"precision": "int4", "bytes": 200, "validation": {"top1_agreement": 1.0}}
-    assert _outcome(MIXED, best, [{**int4, "quality": 0.22, "passed": False}], floor, "logits", "it", 4)["outcome"] == SMALLER
-    assert _outcome(MIXED, best, [{**int4, "quality": 0.96, "passed": True}], floor, "logits", "it", 4)["outcome"] == NOT_SMALLER
+    assert _outcome(MIXED, best, [{**int4, "quality": 0.22, "passed": False}], "it", 4)["outcome"] == SMALLER
+    assert _outcome(MIXED, best, [{**int4, "quality": 0.96, "passed": True}], "it", 4)["outcome"] == NOT_SMALLER

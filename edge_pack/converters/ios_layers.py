@@ -17,8 +17,9 @@ def layers(model, weights: dict[str, str], precisions: dict) -> list[Layer]:
     """The weight consts `weights` (op name -> kind, from ios.select_weights) with their stored bytes as
     fp16 and at each precision (`precisions`: name -> targets.Precision), estimated from the weight's shape."""
     found = _weights(model, weights)
-    return [Layer(name, kind, int(np.prod(found[name][0])),
-                  {"float": 2 * int(np.prod(found[name][0])),
+    sizes = {name: int(np.prod(shape)) for name, (shape, _) in found.items()}
+    return [Layer(name, kind, sizes[name],
+                  {"float": 2 * sizes[name],
                    **{p: stored_bytes(spec.bits, spec.settings["compress"], *found[name]) for p, spec in precisions.items()}})
             for name, kind in weights.items()]
 
